@@ -1,0 +1,1 @@
+"""disentangle: neuron-level interpretability of vision models (library shared by every script)."""

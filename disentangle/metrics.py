@@ -1,0 +1,106 @@
+"""Attribution metrics, computed on the device for a whole batch.
+
+An attribution ``(B, C, H, W)`` is first reduced to a non-negative importance per *element*:
+``|a|`` summed over channels per pixel (``metric="pixel"``, ``H*W`` elements) or further summed
+over a 14x14 grid of patches (``metric="patch"``, 196 elements; ``H`` and ``W`` must be divisible
+by 14, e.g. 56 or 224).
+
+- **Sparsity** (mass ``q``, default 0.9): the fraction of elements *not* needed to accumulate ``q``
+  of the total importance, taking elements from the largest down: ``1 - k/N`` where ``k`` is the
+  smallest count whose top-``k`` sum reaches ``q * total``. Higher = more concentrated. Ties do not
+  matter (``k`` depends only on the sorted values). An all-zero map is treated as uniform
+  (``k = ceil(q N)``): no attribution carries no concentration.
+- **Faithfulness** (drop fraction ``f``, default 0.1): the drop in the target class's softmax
+  probability when the top ``round(f N)`` elements by importance are replaced by ``mask_value``
+  in every channel: ``p(x)[t] - p(x_masked)[t]``. ``mask_value`` is in the model's *normalised*
+  input space, so the default 0 is the data set's mean colour. Ties are broken by element order
+  (stable sort), so an all-zero map masks the first elements.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PATCH_GRID = 14
+METRICS = ("pixel", "patch")
+
+
+def importance(attr: torch.Tensor, metric: str) -> torch.Tensor:
+    """``(B, C, H, W)`` attributions -> ``(B, N)`` non-negative importance per pixel or patch."""
+    a = attr.abs().sum(1)                                                   # (B, H, W)
+    if metric == "pixel":
+        return a.flatten(1)
+    if metric == "patch":
+        b, h, w = a.shape
+        if h % PATCH_GRID or w % PATCH_GRID:
+            raise ValueError(f"patch metric needs H and W divisible by {PATCH_GRID}, got {h}x{w}")
+        a = a.reshape(b, PATCH_GRID, h // PATCH_GRID, PATCH_GRID, w // PATCH_GRID)  # (B, 14, ph, 14, pw)
+        return a.sum((2, 4)).flatten(1)                                     # (B, 196)
+    raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+
+
+def sparsity(attr: torch.Tensor, metric: str = "pixel", mass: float = 0.9) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B,)`` fraction of elements not needed to hold ``mass`` of the importance."""
+    s = importance(attr, metric).double()                                   # (B, N)
+    total = s.sum(1, keepdim=True)
+    s = torch.where(total > 0, s, torch.ones_like(s))
+    total = s.sum(1, keepdim=True)
+    ordered = torch.sort(s, dim=1, descending=True).values
+    before = ordered.cumsum(1) - ordered                                    # mass of the larger elements
+    # An element is needed while the mass before it is short of the goal (tolerance for rounding).
+    needed = (before < mass * total * (1 - 1e-9)).sum(1)
+    return (1 - needed.double() / s.shape[1]).float()
+
+
+def top_mask(attr: torch.Tensor, metric: str = "pixel", fraction: float = 0.1) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, 1, H, W)`` bool: the top ``fraction`` of pixels or patches by importance."""
+    s = importance(attr, metric)                                            # (B, N)
+    b, n = s.shape
+    k = max(1, round(fraction * n))
+    top = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
+    mask = torch.zeros(b, n, dtype=torch.bool, device=s.device).scatter_(1, top, True)
+    h, w = attr.shape[-2:]
+    if metric == "patch":
+        mask = mask.view(b, PATCH_GRID, PATCH_GRID)
+        mask = mask.repeat_interleave(h // PATCH_GRID, 1).repeat_interleave(w // PATCH_GRID, 2)
+    return mask.view(b, 1, h, w)
+
+
+def target_probability(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                       target: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` softmax probability of each image's target class."""
+    return F.softmax(forward(x).float(), dim=1).gather(1, target[:, None]).squeeze(1)
+
+
+def masked_input(x: torch.Tensor, attr: torch.Tensor, metric: str = "pixel", fraction: float = 0.1,
+                 mask_value: float = 0.0) -> torch.Tensor:
+    """``x (B, C, H, W)`` with its top-``fraction`` elements by ``attr`` set to ``mask_value``."""
+    return x.masked_fill(top_mask(attr, metric, fraction), mask_value)
+
+
+@torch.no_grad()
+def faithfulness(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attr: torch.Tensor,
+                 target: torch.Tensor, metric: str = "pixel", fraction: float = 0.1,
+                 mask_value: float = 0.0, p_clean: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B,)`` drop of the target probability when the top ``fraction`` is masked.
+
+    ``p_clean`` (``(B,)``), when given, saves the unmasked forward pass.
+    """
+    if p_clean is None:
+        p_clean = target_probability(forward, x, target)
+    return p_clean - target_probability(forward, masked_input(x, attr, metric, fraction, mask_value), target)
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """``(B,)`` bool: label among the top ``k`` logits (``k`` capped at the class count)."""
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1)
+
+
+def summarize(values) -> dict[str, float]:
+    """Mean and standard deviation (ddof 1) of per-image values (any array-like)."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
