@@ -24,5 +24,6 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
                                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
         return attr.detach(), delta.detach()
     if method == "saliency":
+        x = x.detach().requires_grad_()  # captum warns if it has to do this itself
         return Saliency(model).attribute(x, target=target, abs=True).detach(), None
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")

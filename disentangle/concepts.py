@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import UserError
+
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (215, 35, 35), "green": (35, 175, 55), "blue": (40, 75, 225)}
 TEXTURES = ("stripes", "checker", "dots", "noise")
@@ -131,9 +133,9 @@ class ConceptWorld(Dataset):
     def __init__(self, split: str = "val", n: int | None = None, seed: int = 0, size: int = DEFAULT_SIZE,
                  transform: Callable | None = None):
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
-        if size % 14:
-            raise ValueError(f"concept-world size must be divisible by 14 (patch grid), got {size}")
+            raise UserError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
+        if size % 14 or size < 28:
+            raise UserError(f"concept-world size must be a multiple of 14 (patch grid), at least 28, got {size}")
         self.split, self.seed, self.size, self.transform = split, seed, size, transform
         self.n = DEFAULT_LENGTH[split] if n is None else n
         self.targets = [i % len(CLASSES) for i in range(self.n)]

@@ -75,7 +75,7 @@ def _hub_weights(name: str, url: str) -> Callable[[], tuple[Path, str]]:
     return find
 
 
-_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def _convert_densenet(sd: StateDict, model: nn.Module) -> StateDict:
@@ -210,6 +210,9 @@ def load_model(name: str, weights: str | None = None, device: str | torch.device
         # A checkpoint with another head (e.g. Places365's 365 classes) sets the class count.
         model = spec.build(head.shape[0] if head is not None else spec.num_classes)
         state = spec.convert(state, model)
+        # Checkpoints saved before PyTorch 0.4.1 (torchvision's DenseNet-121 among them) lack
+        # BatchNorm's step counter, which evaluation never reads.
+        state = {**{k: v for k, v in model.state_dict().items() if k.endswith("num_batches_tracked")}, **state}
         _check_state(model, state, path)
         model.load_state_dict(state)
         info = {"source": source, "path": str(path), "sha256": sha256_file(path)}

@@ -1,0 +1,31 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up must fail at once, never download
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from disentangle.seeding import set_seeds  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    set_seeds(0)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The trained tiny_densenet (trained on first use, then cached; under a minute)."""
+    from disentangle.models import load_model
+    return load_model("tiny_densenet")
+
+
+@pytest.fixture(scope="session")
+def tiny_random():
+    from disentangle.models import load_model
+    torch.manual_seed(0)
+    return load_model("tiny_densenet", "random")

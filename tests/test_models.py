@@ -1,0 +1,107 @@
+"""The registry: every model builds, blocks and CAM layers resolve, weights load or fail clearly."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from disentangle import concepts
+from disentangle import tiny as tiny_module
+from disentangle.errors import UserError
+from disentangle.models import MODELS, get_spec, load_model, resolve_block
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_registry_smoke_random_weights(name):
+    loaded = load_model(name, "random")
+    spec = loaded.spec
+    assert loaded.weights["source"] == "random init"
+    assert not any(p.requires_grad for p in loaded.model.parameters()) and not loaded.model.training
+    for block in spec.blocks:
+        assert isinstance(loaded.block(block), torch.nn.Module)
+    loaded.model.get_submodule(spec.cam_layer)
+    x = spec.transform()(Image.new("RGB", (300, 260), "gray"))[None]
+    assert x.shape == (1, 3, spec.input_size, spec.input_size)
+    with torch.no_grad():
+        assert loaded.model(x).shape == (1, spec.num_classes)
+
+
+def test_unknown_model_and_block():
+    with pytest.raises(UserError, match="unknown model 'vgg'.*tiny_densenet"):
+        get_spec("vgg")
+    with pytest.raises(UserError, match="unknown block 'block_9' for densenet121.*block_1"):
+        resolve_block(get_spec("densenet121"), "block_9")
+    assert resolve_block(get_spec("resnet50"), "layer3") == "layer3"
+
+
+def test_missing_hub_weights_name_the_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError) as e:
+        load_model("densenet121")
+    msg = str(e.value)
+    assert "densenet121-a639ec97.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg and "--weights" in msg
+    with pytest.raises(UserError, match="not found"):
+        load_model("resnet18", str(tmp_path / "nope.pth"))
+
+
+def test_weights_from_hub_cache_and_from_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    ref = load_model("resnet18", "random").model
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(ref.state_dict(), cache / "resnet18-f37072fd.pth")
+    loaded = load_model("resnet18")
+    assert loaded.weights["source"] == "torch hub cache" and len(loaded.weights["sha256"]) == 64
+    assert torch.equal(loaded.model.conv1.weight, ref.conv1.weight)
+    # A Places365-style checkpoint: wrapped, DataParallel prefixes, 365 classes.
+    places = load_model("resnet18", "random").model
+    places.fc = torch.nn.Linear(512, 365)
+    torch.save({"epoch": 90, "state_dict": {f"module.{k}": v for k, v in places.state_dict().items()}},
+               tmp_path / "resnet18_places365.pth.tar")
+    loaded = load_model("resnet18", str(tmp_path / "resnet18_places365.pth.tar"))
+    with torch.no_grad():
+        assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 365)
+
+
+def test_old_densenet_key_names_load(tmp_path):
+    ref = load_model("tiny_densenet", "random").model
+    old = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v for k, v in ref.state_dict().items()
+           if not k.endswith("num_batches_tracked")}  # as in checkpoints from before PyTorch 0.4.1
+    assert any("norm.1" in k for k in old)
+    torch.save(old, tmp_path / "old.pth")
+    loaded = load_model("tiny_densenet", str(tmp_path / "old.pth"))
+    assert torch.equal(loaded.model.features.denseblock1.denselayer1.norm1.weight,
+                       ref.features.denseblock1.denselayer1.norm1.weight)
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    torch.save(load_model("resnet18", "random").model.state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(UserError, match="does not fit"):
+        load_model("resnet50", str(tmp_path / "r18.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(UserError, match="cannot read weights"):
+        load_model("resnet18", str(tmp_path / "junk.pth"))
+
+
+def test_efficientnet_lite0_real_weights_see_a_cat():
+    import skimage.data
+    loaded = load_model("efficientnet_lite0")
+    assert loaded.weights["source"].startswith("package")
+    x = loaded.spec.transform()(Image.fromarray(skimage.data.chelsea()))[None]
+    with torch.no_grad():
+        top1 = int(loaded.model(x).argmax(1))
+    assert 281 <= top1 <= 285, top1  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_tiny_densenet_is_trained_and_accurate_on_heldout_images(tiny):
+    manifest = json.loads(tiny_module.weights_path().with_suffix(".json").read_text())
+    assert manifest["heldout_top1"] >= 0.9
+    # Check again on other held-out images than those the manifest reports.
+    world = concepts.ConceptWorld("val", transform=tiny.spec.transform(square=True))
+    idx = range(6000, 6600)
+    x = torch.stack([world[i][0] for i in idx])
+    with torch.no_grad():
+        acc = (tiny.model(x).argmax(1) == torch.tensor([world.targets[i] for i in idx])).float().mean()
+    assert acc >= 0.9, acc
+    assert tiny.weights["path"] == str(tiny_module.weights_path())
