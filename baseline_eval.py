@@ -16,14 +16,14 @@ from disentangle.metrics import METRICS
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add_model_data_args(p, images=200)
+    cli.add_model_data_args(p, images=100)
     a = p.add_argument_group("attributions and metrics")
     a.add_argument("--methods", default="ig,saliency", help=f"comma-separated, from {', '.join(METHODS)}")
     a.add_argument("--metric", default="patch", help=f"{' or '.join(METRICS)}: score single pixels or a 14x14 "
                                                       f"grid of patches")
     a.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
-    a.add_argument("--ig-batch", type=int, default=None,
-                   help="rows per IG forward/backward (images x steps are chunked to this); default: all at once")
+    a.add_argument("--ig-batch", type=int, default=256,
+                   help="rows per IG forward/backward: the images x steps of a batch are chunked to this")
     a.add_argument("--target", default="pred", help="class to explain: 'pred' (predicted) or 'label' (true)")
     a.add_argument("--mass", type=float, default=0.9, help="sparsity: share of attribution mass to cover")
     a.add_argument("--drop-fraction", type=float, default=0.1,

@@ -1,0 +1,37 @@
+"""Where a cluster's effect sits among the effects of random neuron sets of the same size."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MEASURES = ("sparsity", "faithfulness")
+
+
+def mean_deltas(folder: Path) -> dict[tuple[str, str], float]:
+    """``{(method, measure): mean per-image delta}`` from a blocked run's ``metrics.json``."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {(m, k): metrics[m][f"{k}_delta"]["mean"] for m in metrics["settings"]["methods"] for k in MEASURES}
+
+
+def position(random: np.ndarray, effect: float) -> dict[str, float]:
+    """Percentile of ``effect`` among ``random (R,)`` effects (share strictly below, ties half) and the
+    empirical two-sided p-value ``(1 + #{|r - mean| >= |effect - mean|}) / (1 + R)``."""
+    random = np.asarray(random, dtype=np.float64)
+    centre = random.mean()
+    below = (random < effect).sum() + 0.5 * (random == effect).sum()
+    extreme = (np.abs(random - centre) >= abs(effect - centre) - 1e-15).sum()
+    return {"percentile": float(100 * below / len(random)), "p_value": float((1 + extreme) / (1 + len(random))),
+            "random_mean": float(centre), "random_std": float(random.std(ddof=1)) if len(random) > 1 else 0.0,
+            "n_random": int(len(random))}
+
+
+def repeat_dirs(folder: Path) -> list[Path]:
+    """Finished repeats of a control folder."""
+    out = []
+    for d in sorted(folder.glob("repeat_*")):
+        m = d / "manifest.json"
+        if m.exists() and json.loads(m.read_text()).get("complete"):
+            out.append(d)
+    return out

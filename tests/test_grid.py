@@ -1,0 +1,151 @@
+"""The clusters stage end to end: filtered runs, controls, accuracy, the grid driver and its resume."""
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import accuracy
+import baseline_eval
+import collect_metrics
+import control_experiment
+import filtered_eval
+import neuron_stats
+import run_experiments
+from disentangle import controls, evaluation, experiment, pipeline
+
+SMALL = ["--images", "24", "--ig-steps", "4", "--batch-size", "12"]
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory, tiny):
+    """A baseline and block_2 clusters (k=3) in a temporary outputs folder."""
+    root = tmp_path_factory.mktemp("outputs")
+    assert baseline_eval.main([*SMALL, "--output_dir", str(root / "baseline")]) == 0
+    assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "48",
+                              "--output_dir", str(root / "stats")]) == 0
+    return root
+
+
+def filtered(root, *extra):
+    return filtered_eval.main(["--stats_dir", str(root / "stats"), "--baseline_dir", str(root / "baseline"),
+                               "--batch-size", "12", *extra])
+
+
+def test_filtered_run_and_shared_pass_agree(staged):
+    out_hook = staged / "hook"
+    assert filtered(staged, "--cluster_idx", "1", "--output_dir", str(out_hook)) == 0
+    hook = pd.read_csv(out_hook / "per_image.csv")
+    base = pd.read_csv(staged / "baseline" / "per_image.csv")
+    assert hook["index"].tolist() == base["index"].tolist() and hook["target"].tolist() == base["target"].tolist()
+    assert np.allclose(hook["ig_sparsity_delta"], hook["ig_sparsity"] - base["ig_sparsity"], atol=1e-6)
+    assert (hook["top1"] == base["top1"]).all()          # detach: the forward pass is unchanged
+    manifest = json.loads((out_hook / "manifest.json").read_text())
+    assert manifest["hook"]["mode"] == "detach" and manifest["inputs"]["baseline"] == str(staged / "baseline")
+    # The same cell through the shared pass (as the grid runs it) gives the same numbers.
+    ns = argparse.Namespace(baseline_dir=str(staged / "baseline"), images=None, metric=None, mode="detach",
+                            device="cpu", workers=0, batch_size=12, ig_batch=256, overwrite=False,
+                            save_attributions=False)
+    clusters = pipeline.load_clusters(staged / "stats")
+    ctx = experiment.open_context(ns, clusters)
+    cell = experiment.Cell(staged / "shared", clusters.block, clusters.channels(1), "filtered_eval",
+                           {"cluster": 1, "k": 3}, {"neuron_stats": str(clusters.folder)})
+    experiment.run_shared(ctx, clusters.block, [cell], len(clusters.labels), ns)
+    shared = pd.read_csv(staged / "shared" / "per_image.csv")
+    for col in ("ig_sparsity", "ig_faithfulness", "saliency_sparsity", "saliency_faithfulness", "ig_delta"):
+        assert np.allclose(shared[col], hook[col], atol=1e-4), col
+
+
+def test_zero_mode_and_accuracy(staged):
+    assert filtered(staged, "--cluster_idx", "0", "--mode", "zero", "--output_dir", str(staged / "zero")) == 0
+    assert json.loads((staged / "zero" / "manifest.json").read_text())["config"]["mode"] == "zero"
+    out = staged / "acc.json"
+    assert accuracy.main(["--stats_dir", str(staged / "stats"), "--cluster", "0", "--batches", "2",
+                          "--batch-size", "12", "--output", str(out)]) == 0
+    acc = json.loads(out.read_text())
+    assert acc["detach"] == acc["baseline"] and acc["zero"]["top1"] < acc["baseline"]["top1"]
+
+
+BAD = {
+    "k larger than the neurons": (neuron_stats, ["--block", "block_1", "--n_clusters", "40", "--images", "8"],
+                                  "k=40 is out of range for block_1 of tiny_densenet, which has 32 neurons"),
+    "unknown block": (neuron_stats, ["--block", "block_9", "--images", "8"], "unknown block 'block_9'"),
+    "missing baseline": (filtered_eval, ["--baseline_dir", "{root}/nowhere", "--stats_dir", "{root}/stats"],
+                         "no baseline in"),
+    "cluster out of range": (filtered_eval, ["--cluster_idx", "3", "--baseline_dir", "{root}/baseline",
+                                             "--stats_dir", "{root}/stats"], "cluster 3 does not exist"),
+    "other image count": (filtered_eval, ["--images", "30", "--baseline_dir", "{root}/baseline",
+                                          "--stats_dir", "{root}/stats"], "has 24 images"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input(staged, tmp_path, capsys, case):
+    script, argv, message = BAD[case]
+    out = tmp_path / "out"
+    code = script.main([a.format(root=staged) for a in argv] + ["--output_dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_stats_from_another_model_are_refused(staged, tmp_path, capsys):
+    other = tmp_path / "stats_random"
+    assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "24", "--weights", "random",
+                              "--output_dir", str(other)]) == 0
+    code = filtered(staged, "--stats_dir", str(other), "--output_dir", str(tmp_path / "out"))
+    assert code == 2 and "come from different runs (weights_sha256" in capsys.readouterr().err
+
+
+def test_control_position_known_answers():
+    pos = controls.position(np.array([0.0, 1.0, 2.0, 3.0]), 10.0)
+    assert pos["percentile"] == 100 and pos["p_value"] == pytest.approx(1 / 5)
+    pos = controls.position(np.array([0.0, 1.0, 2.0, 3.0]), 1.5)
+    assert pos["percentile"] == 50 and pos["p_value"] == 1.0
+
+
+def test_control_experiment_draws_sets_of_the_cluster_size(staged):
+    assert control_experiment.main(["--stats_dir", str(staged / "stats"), "--baseline_dir", str(staged / "baseline"),
+                                     "--cluster_idx", "2", "--repeats", "2", "--batch-size", "12",
+                                     "--output_dir", str(staged / "control")]) == 0
+    n = len(pipeline.load_clusters(staged / "stats").channels(2))
+    sets = [json.loads((staged / "control" / f"repeat_0{r}" / "manifest.json").read_text())["config"]["channels"]
+            for r in range(2)]
+    assert all(len(s) == n for s in sets) and sets[0] != sets[1]
+
+
+GRID = ["--images", "12", "--ig-steps", "4", "--batch-size", "12", "--blocks", "block_1,block_4", "--ks", "2,3",
+        "--repeats", "2", "--stats_images", "24", "--n_init", "2"]
+
+
+def test_grid_resumes_after_interruption_to_the_same_summary(tmp_path, tiny, monkeypatch, capsys):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert run_experiments.main([*GRID, "--outputs", str(full)]) == 0
+    summary = pd.read_csv(full / "mask_grid_summary.csv")
+    assert len(summary) == 2 * (2 + 3) * 2 * 2          # blocks x clusters x methods x measures
+    assert summary["control_n"].notna().sum() == 2 * 3 * 2 * 2  # controls for k=3 only
+    assert (full / "neuron_stats" / "block_4_k3" / "cluster_tsne.png").exists()
+    assert (full / "control" / "block_1_cluster_0_k3" / "control_distribution.png").exists()
+    assert (full / "accuracy" / "acc_block_4_c2_k3.json").exists()
+
+    real, calls = evaluation.run_shared, []
+
+    def dies_in_second_block(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "run_shared", dies_in_second_block)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiments.main([*GRID, "--outputs", str(cut)])
+    assert not (cut / "mask_grid_summary.csv").exists()
+    monkeypatch.setattr(evaluation, "run_shared", real)
+    capsys.readouterr()
+    assert run_experiments.main([*GRID, "--outputs", str(cut)]) == 0
+    out = capsys.readouterr().out
+    assert "already complete" in out                    # finished steps were skipped, not redone
+    assert (cut / "mask_grid_summary.csv").read_bytes() == (full / "mask_grid_summary.csv").read_bytes()
+    assert collect_metrics.main(["--outputs", str(cut), "--output", str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_bytes() == (full / "mask_grid_summary.csv").read_bytes()
