@@ -7,6 +7,8 @@ The model's parameters are frozen at load time, so only input gradients are comp
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients, Saliency
@@ -47,12 +49,13 @@ def gauss_legendre(steps: int, device: torch.device | str = "cpu") -> tuple[torc
 
 
 def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor, block: str,
-                     keep: torch.Tensor) -> torch.Tensor:
-    """Input gradients of each row's target logit, once per channel mask.
+                     keep: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Input gradients of each row's target logit, once per channel mask, one mask at a time.
 
     ``rows (N, C, H, W)``, ``target (N,)``, ``keep (M, Cb)``: 1 where a block channel's gradient
-    path stays open. Returns ``(M, N, C, H, W)``; equal to the gradient with the blocked channels
-    detached at ``block`` (the forward pass is the same for every mask).
+    path stays open. Yields M tensors ``(N, C, H, W)``, each equal to the gradient with that mask's
+    blocked channels detached at ``block`` (the forward pass is the same for every mask). Yielding
+    lets the caller fold each into its sum before the next exists (memory: one gradient, not M).
     """
     rows = rows.detach().requires_grad_()
     store: dict[str, torch.Tensor] = {}
@@ -65,13 +68,12 @@ def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
     with hooks(model, [(block, split)]):
         logits = model(rows)
     upper, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["leaf"])   # (N, Cb, h, w)
+    del logits
     shape = (1, -1) + (1,) * (upper.dim() - 2)
-    grads = []
     for m in range(len(keep)):
         g, = torch.autograd.grad(store["h"], rows, grad_outputs=upper * keep[m].view(shape),
                                  retain_graph=m < len(keep) - 1)
-        grads.append(g)
-    return torch.stack(grads)
+        yield g
 
 
 def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, block: str,
@@ -84,7 +86,7 @@ def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     IG rows (image, step) are processed ``chunk`` at a time in captum's step-major order.
     """
     if method == "saliency":
-        return masked_gradients(model, x, target, block, keep).abs(), None
+        return torch.stack([g.abs() for g in masked_gradients(model, x, target, block, keep)]), None
     if method != "ig":
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     b = len(x)
@@ -96,8 +98,9 @@ def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         r = torch.arange(start, min(start + chunk, total), device=x.device)
         step, img = r // b, r % b                                                  # step-major rows
         rows = x[img] * alphas[step].view(-1, 1, 1, 1)                             # (n, C, H, W), zero baseline
-        g = masked_gradients(model, rows, target[img], block, keep)                # (M, n, C, H, W)
-        acc.index_add_(1, img, g * weights[step].view(1, -1, 1, 1, 1))
+        w = weights[step].view(-1, 1, 1, 1)
+        for m, g in enumerate(masked_gradients(model, rows, target[img], block, keep)):   # g: (n, C, H, W)
+            acc[m].index_add_(0, img, g * w)
     attr = x[None] * acc
     with torch.no_grad():
         gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None]).squeeze(1)  # (B,)
