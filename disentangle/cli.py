@@ -37,7 +37,9 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(argv) or 0
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            # A DataLoader worker re-raises with the worker's traceback in the message: keep its last line.
+            message = str(e).strip().splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")
+            print(f"error: {message}", file=sys.stderr)
             return 2
     return wrapped
 

@@ -77,13 +77,10 @@ def describe(steps: list[Step], args: argparse.Namespace) -> str:
             f"{controls} random-control runs, {len(steps)} steps; finished steps are skipped")
 
 
-def _common(args: argparse.Namespace) -> list[str]:
-    out = ["--device", args.device, "--batch-size", str(args.batch_size)]
-    return out
-
-
 def _model_data(args: argparse.Namespace) -> list[str]:
-    out = ["--model", args.model, "--seed", str(args.seed), "--workers", str(args.workers)]
+    """Flags of the stages that choose model, data and runtime themselves."""
+    out = ["--model", args.model, "--seed", str(args.seed), "--workers", str(args.workers),
+           "--device", args.device, "--batch-size", str(args.batch_size)]
     for flag, value in (("--weights", args.weights), ("--data", args.data), ("--data-root", args.data_root)):
         if value is not None:
             out += [flag, value]
@@ -110,12 +107,12 @@ def execute(steps: list[Step], args: argparse.Namespace) -> None:
         print(f"[{i}/{len(steps)}] {step.label()}", flush=True)
         b, k, c = step.block, step.k, step.cluster
         if step.kind == "baseline":
-            code = baseline_eval.main([*_model_data(args), *_common(args), "--images", str(args.images),
+            code = baseline_eval.main([*_model_data(args), "--images", str(args.images),
                                        "--metric", args.metric, "--methods", args.methods,
                                        "--ig-steps", str(args.ig_steps), "--ig-batch", str(args.ig_batch),
                                        "--output_dir", str(base_dir)])
         elif step.kind == "stats":
-            code = neuron_stats.main([*_model_data(args), *_common(args), "--block", b, "--n_clusters", str(k),
+            code = neuron_stats.main([*_model_data(args), "--block", b, "--n_clusters", str(k),
                                       "--images", str(args.stats_images), "--n_init", str(args.n_init),
                                       "--output_dir", str(pipeline.stats_dir(b, k, root))])
         elif step.kind == "centroids":
