@@ -24,10 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", type=int, default=0, help="cluster to block")
     p.add_argument("--k", type=int, default=3, help="number of clusters")
     p.add_argument("--batches", type=int, default=10, help="number of batches of evenly spread images")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--stats_dir", default=None, help="default: outputs/neuron_stats/<block>_k<k>")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes for image folders")
+    cli.add_runtime_args(p)
     p.add_argument("--output", default=None, help="default: outputs/accuracy/acc_<block>_c<cluster>_k<k>.json")
     args = p.parse_args(argv)
     if args.batches < 1:

@@ -56,12 +56,17 @@ def add_model_data_args(p: argparse.ArgumentParser, images: int = 200) -> None:
     g.add_argument("--data-root", default=None, help=f"ImageNet validation folder (default {data_mod.IMAGENET_ROOT})")
     g.add_argument("--images", type=int, default=images,
                    help="number of images, chosen deterministically and spread evenly over classes")
+    add_runtime_args(p)
+    p.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Flags that change how fast a stage runs, never its results."""
     r = p.add_argument_group("runtime")
     r.add_argument("--batch-size", type=int, default=32, help="images per batch")
     r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
     r.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data-loading processes for image folders (the concept world renders in-process)")
-    r.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -56,6 +56,19 @@ class EvalConfig:
             raise UserError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
 
 
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
+                target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``pred, target, top1, top5, confidence`` ``(B,)`` of a batch; ``confidence`` is the softmax
+    probability of the target class (``target`` given, else chosen by ``cfg.target``)."""
+    logits = model(x).float()
+    pred = logits.argmax(1)
+    if target is None:
+        target = pred if cfg.target == "pred" else labels
+    return {"pred": pred, "target": target, "top1": pred == labels, "top5": topk_correct(logits, labels, 5),
+            "confidence": logits.softmax(1).gather(1, target[:, None]).squeeze(1)}
+
+
 def evaluate_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
                    ig_internal_batch: int | None = None, target: torch.Tensor | None = None
                    ) -> dict[str, torch.Tensor]:
@@ -67,14 +80,8 @@ def evaluate_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg:
     Returns device tensors: ``pred, target, top1, top5, confidence`` ``(B,)`` and per method
     ``{m}_attr (B, C, H, W)``, ``{m}_sparsity``, ``{m}_faithfulness`` and for IG ``{m}_delta`` ``(B,)``.
     """
-    with torch.no_grad():
-        logits = model(x).float()
-    pred = logits.argmax(1)
-    if target is None:
-        target = pred if cfg.target == "pred" else labels
-    confidence = logits.softmax(1).gather(1, target[:, None]).squeeze(1)
-    out = {"pred": pred, "target": target, "top1": pred == labels, "top5": topk_correct(logits, labels, 5),
-           "confidence": confidence}
+    out = predictions(model, x, labels, cfg, target)
+    target, confidence = out["target"], out["confidence"]
     for m in cfg.methods:
         attr, delta = attribute(model, x, target, m, cfg.ig_steps, ig_internal_batch)
         out[f"{m}_attr"] = attr
@@ -123,12 +130,8 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
     come from one shared pass (``attribution.masked_attributions``). Returns one dict per mask with
     the keys of ``evaluate_batch`` except the attribution maps.
     """
-    with torch.no_grad():
-        logits = model(x).float()
-    pred = logits.argmax(1)
-    confidence = logits.softmax(1).gather(1, target[:, None]).squeeze(1)
-    shared = {"pred": pred, "target": target, "top1": pred == labels, "top5": topk_correct(logits, labels, 5),
-              "confidence": confidence}
+    shared = predictions(model, x, labels, cfg, target)
+    confidence = shared["confidence"]
     out = [dict(shared) for _ in range(len(blocked))]
     keep = (~blocked).to(x.device, torch.float32)
     for m in cfg.methods:

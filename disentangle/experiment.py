@@ -24,11 +24,8 @@ def add_filtered_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=None,
                    help="number of images; must equal the baseline's (the default), since deltas are per image")
     p.add_argument("--metric", default=None, help="pixel or patch; must equal the baseline's (the default)")
-    r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    r.add_argument("--ig-batch", type=int, default=256, help="rows (image x step) per IG forward/backward")
-    r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
-    r.add_argument("--workers", type=int, default=2, help="data-loading processes for image folders")
+    cli.add_runtime_args(p)
+    p.add_argument("--ig-batch", type=int, default=256, help="rows (image x step) per IG forward/backward")
     p.add_argument("--save-attributions", action="store_true",
                    help="also write the blocked attribution maps (large: images x 3 x H x W per method)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
