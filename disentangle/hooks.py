@@ -68,3 +68,12 @@ def block_hook(mask: torch.Tensor, mode: str = "detach") -> Callable:
         return output.masked_fill(m, 0.0)
 
     return fn
+
+
+def scale_hook(mask: torch.Tensor, factor: float) -> Callable:
+    """Forward hook that multiplies the channels where ``mask (C,)`` is True by ``factor``
+    (0 ablates, 2 amplifies)."""
+    def fn(module, inputs, output: torch.Tensor) -> torch.Tensor:
+        m = mask.to(output.device).view(1, -1, *([1] * (output.dim() - 2)))
+        return torch.where(m, output * factor, output)
+    return fn
