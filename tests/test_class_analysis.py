@@ -1,0 +1,122 @@
+"""Per-class analysis (single process, two torchrun ranks, resume), merging ranges, decomposition."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import class_analysis
+import decomposition_analysis
+import merge_classes
+import neuron_stats
+from disentangle import classes, decomposition
+from disentangle.concepts import ConceptWorld
+from tests.conftest import ROOT
+
+FAST = ["--images_per_class", "2", "--ig-steps", "4", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def stats(tmp_path_factory, tiny):
+    folder = tmp_path_factory.mktemp("stats") / "block_2_k3"
+    assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "24",
+                              "--output_dir", str(folder)]) == 0
+    return folder
+
+
+def analyse(stats, out, *extra):
+    return class_analysis.main([*FAST, "--stats_dir", str(stats), "--output", str(out), *extra])
+
+
+def test_two_ranks_give_the_single_process_csv(stats, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*FAST, "--stats_dir", str(stats), "--class_start", "2", "--class_end", "7"]
+    one = subprocess.run([sys.executable, "class_analysis.py", *args, "--output", str(tmp_path / "one.csv")],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "class_analysis.py",
+                          *args, "--output", str(tmp_path / "two.csv")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    frame = pd.read_csv(tmp_path / "one.csv")
+    assert frame["class"].tolist() == [2, 3, 4, 5, 6] and (frame["n_images"] == 2).all()
+    assert json.loads((tmp_path / "two.json").read_text())["runtime"]["world_size"] == 2
+
+
+def test_rows_and_resume(stats, tmp_path, monkeypatch):
+    full = tmp_path / "full.csv"
+    assert analyse(stats, full, "--class_end", "4") == 0
+    frame = pd.read_csv(full)
+    assert np.allclose(frame["delta_ig_sparsity"], frame["filtered_ig_sparsity"] - frame["baseline_ig_sparsity"])
+    assert frame["top1_baseline"].equals(frame["top1_filtered"])          # detach keeps the forward pass
+    real, calls = classes.analyse_class, []
+
+    def dies_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(classes, "analyse_class", dies_on_third)
+    cut = tmp_path / "cut.csv"
+    with pytest.raises(KeyboardInterrupt):
+        analyse(stats, cut, "--class_end", "4")
+    assert not cut.exists() and len(list((tmp_path / "cut.parts").glob("class_*.json"))) == 2
+    monkeypatch.setattr(classes, "analyse_class", real)
+    assert analyse(stats, cut, "--class_end", "4") == 0
+    assert cut.read_bytes() == full.read_bytes() and not (tmp_path / "cut.parts").exists()
+
+
+def test_merge_refuses_overlaps_gaps_and_other_settings(stats, tmp_path, capsys):
+    a, b, c, d = (tmp_path / f"{n}.csv" for n in "abcd")
+    assert analyse(stats, a, "--class_start", "0", "--class_end", "3") == 0
+    assert analyse(stats, b, "--class_start", "3", "--class_end", "5") == 0
+    assert analyse(stats, c, "--class_start", "6", "--class_end", "8") == 0
+    assert analyse(stats, d, "--class_start", "2", "--class_end", "4", "--metric", "pixel") == 0
+    merged = tmp_path / "merged.csv"
+    assert merge_classes.main(["--input_files", str(b), str(a), "--output", str(merged)]) == 0
+    assert pd.read_csv(merged)["class"].tolist() == [0, 1, 2, 3, 4]
+    capsys.readouterr()
+    for files, message in (([a, b, c], "classes 5..6 are in no input"), ([a, d], "other settings than"),):
+        assert merge_classes.main(["--input_files", *map(str, files), "--output", str(tmp_path / "x.csv")]) == 2
+        assert message in capsys.readouterr().err
+    assert merge_classes.main(["--input_files", str(a), str(b), str(c), "--allow_gaps", "--output", str(merged)]) == 0
+    assert analyse(stats, d, "--class_start", "2", "--class_end", "4", "--metric", "pixel") == 0  # complete: skipped
+    overlap = tmp_path / "o.csv"
+    assert analyse(stats, overlap, "--class_start", "2", "--class_end", "4") == 0
+    assert merge_classes.main(["--input_files", str(a), str(overlap), "--output", str(tmp_path / "x.csv")]) == 2
+    assert "overlap" in capsys.readouterr().err
+
+
+def test_bad_class_range(stats, tmp_path, capsys):
+    assert analyse(stats, tmp_path / "x.csv", "--class_end", "200") == 2
+    assert "out of range: the data has 12 classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["ig", "saliency"])
+def test_cluster_maps_add_up_to_the_full_map(tiny, method):
+    world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
+    x = torch.stack([world[i][0] for i in (3, 500, 1050)])
+    target = tiny.model(x).argmax(1)
+    labels = torch.tensor([i % 4 for i in range(32)])
+    full, parts = decomposition.cluster_maps(tiny.model, x, target, "features.denseblock2", labels, method, 16, 64)
+    assert parts.shape == (4, *full.shape)
+    assert torch.allclose(parts.sum(0), full, atol=1e-6 * full.abs().max().item())
+    s = decomposition.shares(full, parts)
+    assert torch.allclose(s["signed_share"].sum(0), torch.ones(3), atol=1e-4) and (s["remainder"] < 1e-5).all()
+
+
+def test_decomposition_script_single_and_aggregate(stats, tmp_path):
+    out = tmp_path / "dec"
+    assert decomposition_analysis.main(["--img_idx", "1050", "--stats_dir", str(stats), "--ig-steps", "8",
+                                        "--output_dir", str(out)]) == 0
+    single = json.loads((out / "decomposition_block_2_k3_ig_img1050.json").read_text())
+    assert single["remainder_relative"] < 1e-5 and sum(single["signed_share"]) == pytest.approx(1, abs=1e-4)
+    assert (out / "decomposition_block_2_k3_ig_img1050.png").read_bytes()[:4] == b"\x89PNG"
+    assert decomposition_analysis.main(["--num_images", "6", "--stats_dir", str(stats), "--ig-steps", "4",
+                                        "--method", "saliency", "--output_dir", str(out)]) == 0
+    agg = json.loads((out / "aggregate_stats_block_2_k3_saliency.json").read_text())
+    assert agg["n_images"] == 6 and len(agg["mass_share_mean"]) == 3 and agg["remainder_relative_max"] < 1e-5
