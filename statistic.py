@@ -1,102 +1,190 @@
-"""Paired significance of the change in faithfulness and sparsity when a cluster is blocked.
+"""Paired significance of the change in sparsity and faithfulness when a neuron cluster is blocked.
 
-Pairs each image's filtered and baseline values (from the runs' per_image.csv) and reports, per
-method and measure: paired t-test, Wilcoxon signed-rank, Cohen's d_z, a bootstrap 95 % interval of
-the mean change, and p-values adjusted across every test of the output (Holm and Benjamini–Hochberg).
---all does this for every filtered run under --outputs, correcting across the whole grid.
+Pairs every image's value in a filtered run with its value in the baseline (by image index) and
+reports, per method and measure: means, the mean difference (filtered - baseline), a paired t-test,
+a Wilcoxon signed-rank test, Cohen's d_z, a percentile bootstrap interval of the mean difference and
+both tests' p-values adjusted across every test of the output (Holm and Benjamini-Hochberg). --all
+does this for every finished filtered_* folder under --outputs and corrects across all of them.
+
+Writes statistical_results.json and manifest.json to --output_dir (default
+outputs/statistics/<filtered folder name>, with --all outputs/statistics/all). The statistics read the
+runs' per_image.csv files and recompute nothing, so --batch_size changes nothing.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from disentangle import artifacts, cli, pipeline, significance, summary
 from disentangle.controls import MEASURES
+from disentangle.errors import UserError
 
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--baseline_dir", default="outputs/baseline", help="output of baseline_eval.py")
-    p.add_argument("--filtered_dir", default=None, help="default: outputs/filtered_<block>_cluster_<c>_k<k>")
-    p.add_argument("--block", default="block_1", help="with --k and --cluster_idx: the default --filtered_dir")
-    p.add_argument("--k", type=int, default=3, help="number of clusters")
-    p.add_argument("--cluster_idx", type=int, default=0, help="cluster")
-    p.add_argument("--num_images", type=int, default=None, help="use the first N paired images; default: all")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="accepted for the original command line; statistics read per-image artifacts, so unused")
-    p.add_argument("--stats_dir", default=None, help="if given, must be the neuron statistics the filtered run used")
-    p.add_argument("--all", action="store_true", help="every finished filtered run under --outputs")
-    p.add_argument("--outputs", default="outputs", help="root for --all")
-    p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--alpha", type=float, default=0.05, help="level for the 'significant' flags")
-    p.add_argument("--output_dir", default=None, help="default: outputs/statistics/<filtered folder name> (or grid/)")
+    r = p.add_argument_group("runs")
+    r.add_argument("--outputs", default="outputs", help="folder holding baseline/ and filtered_*/")
+    r.add_argument("--baseline_dir", default=None, help="output of baseline_eval.py; default: <outputs>/baseline")
+    r.add_argument("--filtered_dir", default=None,
+                   help="output of filtered_eval.py; default: <outputs>/filtered_<block>_cluster_<c>_k<k>")
+    r.add_argument("--block", default="block_1", help="block of the default --filtered_dir")
+    r.add_argument("--k", type=int, default=3, help="clustering of the default --filtered_dir")
+    r.add_argument("--cluster_idx", type=int, default=0, help="cluster of the default --filtered_dir")
+    r.add_argument("--stats_dir", default=None,
+                   help="optional check: must be the neuron statistics the filtered run was made from")
+    r.add_argument("--all", action="store_true",
+                   help="test every finished filtered_* run under --outputs (instead of --filtered_dir) and "
+                        "correct across all of them")
+    s = p.add_argument_group("statistics")
+    s.add_argument("--num_images", type=int, default=None,
+                   help="use the first N paired images in index order; default: all")
+    s.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples of the mean difference")
+    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (the same for every test)")
+    s.add_argument("--alpha", type=float, default=0.05,
+                   help="level of the 'significant' flags; the interval covers 1 - alpha")
+    s.add_argument("--batch_size", "--batch-size", type=int, default=None,
+                   help="accepted for the original command line; changes nothing (statistics read the "
+                        "per-image artifacts)")
+    p.add_argument("--output_dir", default=None,
+                   help="default: <outputs>/statistics/<filtered folder name>, or <outputs>/statistics/all")
     return p
 
 
-def tests_of(folder: Path, manifest: dict, baseline: pipeline.Baseline, num_images: int | None, args) -> dict:
-    pipeline.same_model(baseline.manifest, manifest, str(baseline.folder), str(folder))
-    frame = pd.read_csv(folder / "per_image.csv")
-    if frame["index"].tolist() != baseline.per_image["index"].tolist():
-        raise cli.UserError(f"{folder} and {baseline.folder} hold different images")
-    if num_images is not None:
-        if not 1 < num_images <= len(frame):
-            raise cli.UserError(f"--num_images must be between 2 and {len(frame)}, got {num_images}")
-        frame, base = frame.iloc[:num_images], baseline.per_image.iloc[:num_images]
-    else:
-        base = baseline.per_image
-    c = manifest["config"]
-    out = {}
-    for m in c["methods"]:
-        for k in MEASURES:
-            key = f"{c['block']}/k{c['k']}/cluster{c['cluster']}/{c['mode']}/{m}/{k}"
-            out[key] = significance.paired_tests(frame[f"{m}_{k}"].to_numpy(), base[f"{m}_{k}"].to_numpy(),
-                                                 args.bootstrap, args.seed)
-    return out
+def check_args(args) -> None:
+    if args.bootstrap < 1:
+        raise UserError(f"--bootstrap must be at least 1, got {args.bootstrap}")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must lie strictly between 0 and 1, got {args.alpha}")
+    if args.num_images is not None and args.num_images < 2:
+        raise UserError(f"--num_images must be at least 2 (a paired test needs two pairs), got {args.num_images}")
+    if args.all and (args.filtered_dir or args.stats_dir):
+        raise UserError("--all tests every filtered run under --outputs; leave out --filtered_dir and --stats_dir")
+
+
+def load_filtered(folder: Path, baseline: pipeline.Baseline) -> tuple[dict, pd.DataFrame]:
+    """A finished filtered run made against ``baseline``: its manifest and per-image table."""
+    manifest = pipeline.finished(folder, "filtered run")
+    if manifest.get("stage") != "filtered_eval":
+        raise UserError(f"{folder} holds a {manifest.get('stage')} run, not a filtered run")
+    pipeline.same_model(baseline.manifest, manifest, f"the baseline ({baseline.folder})",
+                        f"the filtered run ({folder})")
+    base_cfg = baseline.manifest["config"]
+    problem = artifacts.config_mismatch(base_cfg, {k: manifest["config"].get(k) for k in base_cfg})
+    if problem:
+        raise UserError(f"the filtered run in {folder} was not made against the baseline in {baseline.folder} "
+                        f"({problem.replace(' there,', ' in the baseline,').replace(' now', ' in the run')})")
+    return manifest, pd.read_csv(folder / "per_image.csv")
+
+
+def check_stats_dir(stats_dir: str, folder: Path, manifest: dict) -> dict:
+    """The block and k of ``--stats_dir``, which must be the neuron statistics the run was made from."""
+    used = manifest.get("inputs", {}).get("neuron_stats")
+    if used is None or Path(used).resolve() != Path(stats_dir).resolve():
+        raise UserError(f"--stats_dir {stats_dir} is not the neuron statistics of the filtered run in {folder} "
+                        f"(it was made from {used})")
+    cfg = pipeline.finished(Path(stats_dir), "neuron statistics")["config"]
+    return {"folder": stats_dir, "block": cfg.get("block"), "k": cfg.get("k")}
+
+
+def check_output(out: Path) -> None:
+    old = artifacts.read_manifest(out)
+    if old is None and out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and holds no {artifacts.MANIFEST}; choose another --output_dir")
+    if old is not None and old.get("stage") != "statistic":
+        raise UserError(f"{out} holds a {old.get('stage')} run; choose another --output_dir")
+
+
+def _json_number(v):
+    """Infinite t (all differences the same non-zero value) as null: JSON has no infinity."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def print_table(tests: dict) -> None:
+    width = max(len(k) for k in tests)
+    print(f"{'test':{width}}  {'n':>4}  {'mean diff':>10}  {'95% CI':^21}  {'d_z':>6}  "
+          f"{'p t-test (Holm, BH)':^26}  {'p Wilcoxon (Holm, BH)':^26}")
+    for key, r in tests.items():
+        print(f"{key:{width}}  {r['n']:4d}  {r['mean_difference']:+10.4f}  "
+              f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  {r['cohens_dz']:+6.2f}  "
+              f"{r['p_ttest']:8.2g} ({r['p_ttest_holm']:6.2g}, {r['p_ttest_bh']:6.2g})  "
+              f"{r['p_wilcoxon']:8.2g} ({r['p_wilcoxon_holm']:6.2g}, {r['p_wilcoxon_bh']:6.2g})")
 
 
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    baseline = pipeline.load_baseline(args.baseline_dir)
+    check_args(args)
+    root = Path(args.outputs)
+    baseline = pipeline.load_baseline(args.baseline_dir or root / "baseline")
+    neuron_stats = None
     if args.all:
-        runs = summary.filtered_runs(Path(args.outputs))
-        if not runs:
-            raise cli.UserError(f"no finished filtered runs under {args.outputs}")
-        out = Path(args.output_dir or Path(args.outputs) / "statistics" / "grid")
+        folders = [folder for folder, _ in summary.filtered_runs(root)]
+        if not folders:
+            raise UserError(f"no finished filtered runs under {root}; run filtered_eval.py or run_experiments.py")
+        out = Path(args.output_dir or root / "statistics" / "all")
     else:
-        folder = Path(args.filtered_dir or pipeline.filtered_dir(args.block, args.cluster_idx, args.k))
-        manifest = pipeline.finished(folder, "filtered run")
-        if args.stats_dir and Path(manifest["inputs"]["neuron_stats"]).resolve() != Path(args.stats_dir).resolve():
-            raise cli.UserError(f"{folder} was made from {manifest['inputs']['neuron_stats']}, not {args.stats_dir}")
-        runs = [(folder, manifest)]
-        out = Path(args.output_dir or pipeline.OUTPUTS / "statistics" / folder.name)
-    results = {}
-    for folder, manifest in runs:
-        results.update(tests_of(folder, manifest, baseline, args.num_images, args))
-    keys = list(results)
-    for name, fn in (("holm", significance.holm), ("bh", significance.benjamini_hochberg)):
-        for test in ("ttest", "wilcoxon"):
-            adjusted = fn(np.array([results[k][f"p_{test}"] for k in keys]))
-            for k, p in zip(keys, adjusted):
-                results[k][f"p_{test}_{name}"] = float(p)
-                results[k][f"significant_{test}_{name}"] = bool(p <= args.alpha)
+        folders = [Path(args.filtered_dir or pipeline.filtered_dir(args.block, args.cluster_idx, args.k, root=root))]
+        out = Path(args.output_dir or root / "statistics" / folders[0].name)
+
+    # Read and check everything before writing anything.
+    pairs, about = {}, {}
+    for folder in folders:
+        manifest, frame = load_filtered(folder, baseline)
+        if args.stats_dir:
+            neuron_stats = check_stats_dir(args.stats_dir, folder, manifest)
+        c = manifest["config"]
+        columns = [f"{m}_{measure}" for m in c["methods"] for measure in MEASURES]
+        base, filt = significance.pair_images(baseline.per_image, frame, columns, args.num_images)
+        for m in c["methods"]:
+            for measure in MEASURES:
+                key = f"{c['block']}/k{c['k']}/cluster{c['cluster']}/{c['mode']}/{m}/{measure}"
+                if key in pairs:
+                    raise UserError(f"{about[key]['filtered_dir']} and {folder} are runs of the same cluster "
+                                    f"({key.rsplit('/', 2)[0]}); test one of them")
+                pairs[key] = (filt[f"{m}_{measure}"].to_numpy(), base[f"{m}_{measure}"].to_numpy())
+                about[key] = {"block": c["block"], "k": c["k"], "cluster": c["cluster"], "mode": c["mode"],
+                              "method": m, "measure": measure, "metric": c["metric"], "filtered_dir": str(folder)}
+    check_output(out)
+
+    results = significance.compare_all(pairs, args.bootstrap, args.seed, args.alpha)
+    tests = {}
+    for key, r in results.items():
+        flags = {f"significant_{t}_{c}": r[f"p_{t}_{c}"] <= args.alpha
+                 for t in ("ttest", "wilcoxon") for c in ("holm", "bh")}
+        r = {"n": r.pop("n"), "mean_baseline": r.pop("mean_b"), "mean_filtered": r.pop("mean_a"), **r}
+        tests[key] = {**about[key], **{k: _json_number(v) for k, v in r.items()}, **flags}
+
+    config = {**{k: baseline.manifest["config"][k] for k in pipeline.MODEL_KEYS},
+              "filtered": [f.name for f in folders], "num_images": args.num_images, "bootstrap": args.bootstrap,
+              "seed": args.seed, "alpha": args.alpha}
+    inputs = {"baseline": str(baseline.folder), "filtered": [str(f) for f in folders]}
+    if neuron_stats:
+        inputs["neuron_stats"] = neuron_stats["folder"]
+    manifest = artifacts.make_manifest("statistic", config, {"batch_size": args.batch_size}, inputs)
+    artifacts.write_json(out / artifacts.MANIFEST, manifest)
     artifacts.write_json(out / "statistical_results.json", {
-        "settings": {"alpha": args.alpha, "bootstrap": args.bootstrap, "seed": args.seed,
-                     "num_images": args.num_images, "n_tests": len(keys),
-                     "correction": "Holm (family-wise) and Benjamini-Hochberg (false discovery rate) across all "
-                                   "tests in this file"},
-        "tests": results})
-    artifacts.write_json(out / artifacts.MANIFEST, artifacts.make_manifest(
-        "statistic", {"baseline": baseline.manifest["config"], "runs": [str(f) for f, _ in runs]}, {},
-        {"baseline": str(baseline.folder), "filtered": [str(f) for f, _ in runs]}, complete=True))
-    for k in keys:
-        r = results[k]
-        print(f"{k:45s} Δ {r['mean_difference']:+.4f} [{r['ci95_mean_difference'][0]:+.4f}, "
-              f"{r['ci95_mean_difference'][1]:+.4f}]  d_z {r['cohens_dz']:+.2f}  p_t {r['p_ttest']:.2g} "
-              f"(Holm {r['p_ttest_holm']:.2g})  p_W {r['p_wilcoxon']:.2g}")
+        "settings": {"baseline_dir": str(baseline.folder), "filtered_dirs": [str(f) for f in folders],
+                     "num_images": args.num_images, "bootstrap": args.bootstrap, "seed": args.seed,
+                     "alpha": args.alpha, "ci_level": 1 - args.alpha, "neuron_stats": neuron_stats,
+                     "difference": "filtered - baseline, paired by image index", "n_tests": len(tests)},
+        "corrections": {
+            "family": f"all {len(tests)} tests of this file; the t-test and the Wilcoxon p-values are adjusted "
+                      f"separately",
+            "holm": significance.HOLM_NOTE, "benjamini_hochberg": significance.BH_NOTE,
+            "ties": "when every difference is zero both tests give statistic 0 and p = 1; when every difference "
+                    "is the same non-zero value t is infinite (written as null) with p = 0; d_z is 0 in both "
+                    "cases. Wilcoxon drops zero differences (scipy's default).",
+            "bootstrap": f"percentile interval of the mean difference from {args.bootstrap} resamples of the "
+                         f"images, seed {args.seed} for every test"},
+        "tests": tests})
+    manifest["complete"] = True
+    artifacts.write_json(out / artifacts.MANIFEST, manifest)
+
+    if neuron_stats:
+        print(f"neuron statistics {neuron_stats['folder']}: {neuron_stats['block']}, k={neuron_stats['k']}")
+    print_table(tests)
     print(f"artifacts in {out}/")
     return 0
 
