@@ -172,36 +172,3 @@ def decomposition_bars(mean: np.ndarray, std: np.ndarray, sizes: np.ndarray, pat
     fig.tight_layout()
     _save_png(fig, path)
 
-
-def attribution_figure(image: np.ndarray, panels: dict[str, dict[str, np.ndarray]], i: int, masked_images: dict,
-                       path: str | os.PathLike, title: str) -> None:
-    """Rows IG and Saliency; columns: image, baseline map, filtered map (same scale), filtered −
-    baseline (diverging, centred at 0), the masked image used for faithfulness. ``i``: the image's
-    position in the batch of ``panels``; ``masked_images[m]``: ``(H, W, 3)`` displayable."""
-    methods = list(panels)
-    fig, axes = plt.subplots(len(methods), 5, figsize=(14, 3.1 * len(methods)), squeeze=False)
-    for row, m in zip(axes, methods):
-        p = panels[m]
-        base, filt, diff = p["baseline"][i], p["filtered"][i], p["difference"][i]
-        vmax = float(max(base.max(), filt.max(), 1e-12))
-        dmax = float(max(np.abs(diff).max(), 1e-12))
-        row[0].imshow(image)
-        row[0].set_title("input", fontsize=9)
-        im = row[1].imshow(base, cmap="inferno", vmin=0, vmax=vmax)
-        row[1].set_title(f"{m} baseline\nsparsity {p['sparsity_baseline'][i]:.3f}, "
-                         f"faithfulness {p['faithfulness_baseline'][i]:.3f}", fontsize=8)
-        row[2].imshow(filt, cmap="inferno", vmin=0, vmax=vmax)
-        row[2].set_title(f"{m} cluster blocked\nsparsity {p['sparsity_filtered'][i]:.3f}, "
-                         f"faithfulness {p['faithfulness_filtered'][i]:.3f}", fontsize=8)
-        fig.colorbar(im, ax=row[2], fraction=0.046, pad=0.02)
-        dim = row[3].imshow(diff, cmap="RdBu_r", vmin=-dmax, vmax=dmax)
-        row[3].set_title("blocked − baseline", fontsize=9)
-        fig.colorbar(dim, ax=row[3], fraction=0.046, pad=0.02)
-        row[4].imshow(masked_images[m])
-        row[4].set_title("masked for faithfulness\n(top of the baseline map)", fontsize=8)
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save_png(fig, path)
