@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from disentangle import artifacts, cli, decomposition, experiment, pipeline, plots
+from disentangle import artifacts, cli, decomposition, experiment, figures, pipeline, plots
 from disentangle.data import even_subset, make_loader
 from disentangle.evaluation import EvalConfig, predictions
 from disentangle.models import resolve_block
@@ -32,12 +32,6 @@ def parser() -> cli.Parser:
     cli.add_runtime_args(p)
     p.add_argument("--output_dir", default="outputs/decomposition_analysis", help="where figures and JSON go")
     return p
-
-
-def image_of(x: torch.Tensor, mean, std) -> np.ndarray:
-    """Normalised ``(3, H, W)`` -> displayable ``(H, W, 3)`` in [0, 1]."""
-    img = x.cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-    return img.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 @cli.entrypoint
@@ -73,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_images == 1:
         i = int(indices[0])
         share = stats["mass_share"][:, 0]
-        plots.decomposition_figure(image_of(x[0], spec.mean, spec.std), full[0].abs().sum(0).cpu().numpy(),
+        plots.decomposition_figure(figures.denormalise(x[0].cpu().numpy(), spec.mean, spec.std), full[0].abs().sum(0).cpu().numpy(),
                                    parts[:, 0].abs().sum(1).cpu().numpy(), (full[0] - parts[:, 0].sum(0)).abs().sum(0).cpu().numpy(),
                                    share, sizes, out / f"decomposition_{tag}_img{i}.png",
                                    f"{args.method} of image {i} (class {run.dataset.classes[int(target[0])]}), "

@@ -9,7 +9,6 @@ atomically, so a crash never leaves half a PNG.
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +25,15 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from . import artifacts, cli, pipeline  # noqa: E402
+from . import cli, pipeline  # noqa: E402
 from .attribution import METHODS, masked_attributions  # noqa: E402
 from .data import make_loader  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .hooks import channel_mask  # noqa: E402
 from .metrics import METRICS, faithfulness, masked_input, sparsity  # noqa: E402
 from .models import resolve_block  # noqa: E402
+from .plots import save_png  # noqa: E402
 
-DPI = 150
 METHOD_NAMES = {"ig": "Integrated Gradients", "saliency": "Saliency"}
 SHORT_NAMES = {"ig": "IG", "saliency": "Saliency"}
 MAP_CMAP, DIFF_CMAP = "inferno", "RdBu_r"
@@ -111,15 +110,6 @@ def denormalise(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
 
 
 # --- Drawing ----------------------------------------------------------------------------------
-
-
-def _save_png(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return artifacts.write_bytes(path, buf.getvalue())
 
 
 def _panel_grid(ratios: Sequence[float], rows: int, panel: float, hspace: float, top: float,
@@ -205,7 +195,7 @@ def draw_attribution_figure(image: np.ndarray, masked: dict[str, np.ndarray], pa
         _bare(img_ax)
         _bare(mask_ax)
     fig.suptitle(title, fontsize=10.5, y=1 - 0.12 / fig.get_size_inches()[1], va="top")
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 @dataclass
@@ -249,7 +239,7 @@ def draw_grid(rows: Sequence[GridRow], path: str | os.PathLike, title: str, clus
                                 ("input", "IG baseline", f"IG, cluster {cluster} blocked", "blocked − baseline")):
                 ax.set_title(name, fontsize=10)
     fig.suptitle(title, fontsize=10.5, y=1 - 0.1 / fig.get_size_inches()[1], va="top")
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 # --- Running over images ----------------------------------------------------------------------

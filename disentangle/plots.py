@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -33,13 +34,14 @@ def _clusters(labels: np.ndarray) -> range:
     return range(int(labels.max()) + 1 if len(labels) else 0)
 
 
-def _save_png(fig: plt.Figure, path: str | os.PathLike) -> None:
+def save_png(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Render ``fig`` in memory, close it, and write the PNG atomically."""
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(fig)
-    artifacts.write_bytes(path, buf.getvalue())
+    return artifacts.write_bytes(path, buf.getvalue())
 
 
 def tsne_embedding(z: np.ndarray, seed: int) -> np.ndarray:
@@ -67,7 +69,7 @@ def cluster_tsne(z: np.ndarray, labels: np.ndarray, path: str | os.PathLike, tit
                    label=f"cluster {c} ({int(m.sum())})")
     ax.set(title=title, xlabel="t-SNE 1", ylabel="t-SNE 2")
     ax.legend(loc="best", fontsize="small")
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def cluster_scatter_3d(raw: dict[str, np.ndarray], labels: np.ndarray, axes: tuple[str, str, str],
@@ -88,7 +90,7 @@ def cluster_scatter_3d(raw: dict[str, np.ndarray], labels: np.ndarray, axes: tup
     ax.set_zlabel(axes[2], labelpad=12)
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize="small")
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def cluster_scatter_3d_html(raw: dict[str, np.ndarray], labels: np.ndarray, axes: tuple[str, str, str],
@@ -136,7 +138,7 @@ def control_distribution(random: dict[tuple[str, str], np.ndarray], effect: dict
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def decomposition_figure(image: np.ndarray, full: np.ndarray, parts: np.ndarray, remainder: np.ndarray,
@@ -158,7 +160,7 @@ def decomposition_figure(image: np.ndarray, full: np.ndarray, parts: np.ndarray,
         ax.set_yticks([])
     fig.colorbar(im, ax=axes.tolist(), fraction=0.015, pad=0.01, label="Σ_c |attribution|")
     fig.suptitle(title, fontsize=10)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def decomposition_bars(mean: np.ndarray, std: np.ndarray, sizes: np.ndarray, path: str | os.PathLike,
@@ -170,5 +172,5 @@ def decomposition_bars(mean: np.ndarray, std: np.ndarray, sizes: np.ndarray, pat
     ax.set_ylabel("share of attribution mass")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
 
