@@ -29,3 +29,17 @@ def tiny_random():
     from disentangle.models import load_model
     torch.manual_seed(0)
     return load_model("tiny_densenet", "random")
+
+
+@pytest.fixture(scope="session")
+def staged(tmp_path_factory, tiny):
+    """A small baseline (24 images, IG-4) and block_2 clusters (k=3) in a temporary outputs folder,
+    shared by the tests of the stages built on them."""
+    import baseline_eval
+    import neuron_stats
+    root = tmp_path_factory.mktemp("outputs")
+    assert baseline_eval.main(["--images", "24", "--ig-steps", "4", "--batch-size", "12",
+                               "--output_dir", str(root / "baseline")]) == 0
+    assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "48",
+                              "--output_dir", str(root / "stats")]) == 0
+    return root

@@ -12,7 +12,6 @@ import torch
 import class_analysis
 import decomposition_analysis
 import merge_classes
-import neuron_stats
 from disentangle import classes, decomposition
 from disentangle.concepts import ConceptWorld
 from tests.conftest import ROOT
@@ -20,12 +19,9 @@ from tests.conftest import ROOT
 FAST = ["--images_per_class", "2", "--ig-steps", "4", "--batch-size", "4"]
 
 
-@pytest.fixture(scope="module")
-def stats(tmp_path_factory, tiny):
-    folder = tmp_path_factory.mktemp("stats") / "block_2_k3"
-    assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "24",
-                              "--output_dir", str(folder)]) == 0
-    return folder
+@pytest.fixture
+def stats(staged):
+    return staged / "stats"
 
 
 def analyse(stats, out, *extra):

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 import accuracy
-import baseline_eval
 import collect_metrics
 import control_experiment
 import filtered_eval
@@ -15,17 +14,6 @@ import neuron_stats
 import run_experiments
 from disentangle import controls, evaluation, experiment, pipeline
 
-SMALL = ["--images", "24", "--ig-steps", "4", "--batch-size", "12"]
-
-
-@pytest.fixture(scope="module")
-def staged(tmp_path_factory, tiny):
-    """A baseline and block_2 clusters (k=3) in a temporary outputs folder."""
-    root = tmp_path_factory.mktemp("outputs")
-    assert baseline_eval.main([*SMALL, "--output_dir", str(root / "baseline")]) == 0
-    assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "48",
-                              "--output_dir", str(root / "stats")]) == 0
-    return root
 
 
 def filtered(root, *extra):
