@@ -124,8 +124,7 @@ def netdissect(args, loaded, paths, probe, model_key, make_loader, device) -> tu
     return pd.DataFrame(rows)[cols], extra
 
 
-def clip_labels(args, loaded, paths, probe, model_key, concepts, categories, device) -> tuple[pd.DataFrame, dict]:
-    clip = load_clip(args.clip_model, args.clip_weights, device)
+def clip_labels(args, clip, loaded, paths, probe, model_key, concepts, categories, device) -> tuple[pd.DataFrame, dict]:
     clip_key = {**clip.info, "probe": probe.describe()}
     image_feats = cache.cached(args.activation_dir, "clip_images", clip_key, lambda: {"features": dissection.clip_image_features(
         clip, probes.probe_loader(probe, [clip.preprocess], args.batch_size, args.workers))})["features"]
@@ -201,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.method == "netdissect":
         config.update(quantile=args.quantile, iou_threshold=args.iou_threshold)
     else:
-        config.update(similarity=args.similarity, pool=args.pool, clip_model=args.clip_model,
-                      clip_weights=args.clip_weights, concepts=concepts)
+        clip = load_clip(args.clip_model, args.clip_weights, device)
+        config.update(similarity=args.similarity, pool=args.pool, clip=clip.info, concepts=concepts)
     config.update(top_units=args.top_units, top_images=args.top_images)
     out = Path(args.result_dir or f"outputs/dissect/{args.target_model}_{args.method}_{probe.name}")
     manifest = artifacts.make_manifest("dissect_neurons", config, {"device": str(device), "batch_size": args.batch_size})
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             return probes.probe_loader(probe, [transform], args.batch_size, args.workers)
         frame, extra = netdissect(args, loaded, paths, probe, model_key, make_loader, device)
     else:
-        frame, extra = clip_labels(args, loaded, paths, probe, model_key, concepts, categories, device)
+        frame, extra = clip_labels(args, clip, loaded, paths, probe, model_key, concepts, categories, device)
 
     artifacts.write_csv(out / "descriptions.csv", frame)
     summary = dissection_report.summarize(frame)

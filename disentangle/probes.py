@@ -105,9 +105,10 @@ def _read_image(path: Path) -> Image.Image:
 
 
 def _primary_category(field: str) -> str:
-    """``'object(123);part(4)'`` -> the category with the most images, here ``'object'``."""
+    """``'object(123);part(4)'`` -> the category with the most images, here ``'object'``; ``''`` for
+    none (Broden's row 0, ``-``)."""
     counts = [(int(n), c) for c, n in re.findall(r"([^;(]+)\((\d+)\)", field)]
-    return max(counts)[1]
+    return max(counts)[1] if counts else ""
 
 
 class BrodenProbe(ProbeSet):
