@@ -61,6 +61,8 @@ def parser() -> cli.Parser:
     o.add_argument("--result_dir", default=None, help="default: outputs/dissect/<model>_<method>_<probe>")
     o.add_argument("--activation_dir", default="outputs/activations",
                    help="cache of activations, tallies and embeddings; 'none' to disable")
+    o.add_argument("--min_units", type=int, default=4,
+                   help="units_per_concept.png shows concepts with at least this many labelled units")
     o.add_argument("--top_units", type=int, default=8, help="units per layer drawn in the image strips")
     o.add_argument("--top_images", type=int, default=5, help="top-activating images per unit in the strips")
     o.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         clip = load_clip(args.clip_model, args.clip_weights, device)
         config.update(similarity=args.similarity, pool=args.pool, clip=clip.info, concepts=concepts)
-    config.update(top_units=args.top_units, top_images=args.top_images)
+    config.update(top_units=args.top_units, top_images=args.top_images, min_units=args.min_units)
     out = Path(args.result_dir or f"outputs/dissect/{args.target_model}_{args.method}_{probe.name}")
     manifest = artifacts.make_manifest("dissect_neurons", config, {"device": str(device), "batch_size": args.batch_size})
     if artifacts.open_output(out, manifest, args.overwrite) == "complete":
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = dissection_report.summarize(frame)
     artifacts.write_json(out / "summary.json", summary)
     title = f"{args.target_model} · {args.method} · {probe.name}"
-    dissection_report.units_per_concept_figure(frame, out / "units_per_concept.png", title)
+    dissection_report.units_per_concept_figure(frame, out / "units_per_concept.png", title, args.min_units)
     dissection_report.category_shares_figure({title: summary}, out / "category_shares.png")
     draw_strips(args, loaded, paths, probe, frame, extra, out, device)
     artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})

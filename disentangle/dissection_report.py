@@ -15,9 +15,6 @@ import pandas as pd
 
 from .plots import save_png
 
-MIN_UNITS = 4   # bar charts show concepts with more than 3 units
-
-
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["detector"]] if "detector" in frame else frame
 
@@ -40,24 +37,29 @@ def summarize(frame: pd.DataFrame) -> dict:
                        for layer in frame["layer"].drop_duplicates()}}
 
 
-def units_per_concept_figure(frame: pd.DataFrame, path: str | os.PathLike, title: str) -> Path:
-    """One bar chart per layer: labelled units per concept, for concepts with more than 3 units."""
+def units_per_concept_figure(frame: pd.DataFrame, path: str | os.PathLike, title: str, min_units: int = 4) -> Path:
+    """One bar chart per layer: labelled units per concept, for concepts with at least ``min_units``
+    units (Network Dissection's figures use more than 3), coloured by category."""
     lab = labelled(frame)
     layers = list(frame["layer"].drop_duplicates())
     fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.4 * len(layers)), squeeze=False)
     for ax, layer in zip(axes[:, 0], layers):
         vc = lab[lab["layer"] == layer]["description"].value_counts()
-        vc = vc[vc >= MIN_UNITS]
+        vc = vc[vc >= min_units]
         colours = None
         if "category" in lab and len(vc):
             cat = lab.drop_duplicates("description").set_index("description")["category"].fillna("")
             cats = sorted(set(cat))
             colours = [plt.get_cmap("tab10")(cats.index(cat[d]) % 10) for d in vc.index]
-        ax.bar(range(len(vc)), vc.values, color=colours)
+        ax.bar(range(len(vc)), vc.values, color=colours, width=0.7)
         ax.set_xticks(range(len(vc)), vc.index, rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, max(len(vc), 10) - 0.5)
         ax.set_ylabel("units")
-        ax.set_title(f"{layer}: {lab[lab['layer'] == layer]['description'].nunique()} unique concepts"
-                     + ("" if len(vc) else " (none with more than 3 units)"), fontsize=9)
+        if not len(vc):
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, f"no concept with {min_units} or more units", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="grey")
+        ax.set_title(f"{layer}: {lab[lab['layer'] == layer]['description'].nunique()} unique concepts", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
