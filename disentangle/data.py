@@ -7,7 +7,7 @@ ImageNet validation set sorted into class folders under ``--data-root`` (default
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,16 +30,18 @@ def _read_rgb(path: str) -> Image.Image:
         raise UserError(f"cannot read image {path}: {e}") from None
 
 
-def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None) -> Dataset:
-    """The dataset behind ``--data``, returning ``(normalised (3, S, S) tensor, label)`` items."""
+def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None,
+                  transform: Callable | None = None) -> Dataset:
+    """The dataset behind ``--data``, returning ``(normalised (3, S, S) tensor, label)`` items, or
+    ``(transform(PIL image), label)`` with another ``transform`` (CLIP's preprocessing)."""
     if data == "concepts":
-        return ConceptWorld("val", transform=spec.transform(square=True))
+        return ConceptWorld("val", transform=transform or spec.transform(square=True))
     root = Path(data_root or IMAGENET_ROOT) if data == "imagenet" else Path(data)
     if not root.is_dir():
         hint = " (see data/README.md for where to put ImageNet)" if data == "imagenet" else ""
         raise UserError(f"data folder {root} not found{hint}")
     try:
-        return ImageFolder(str(root), transform=spec.transform(), loader=_read_rgb)
+        return ImageFolder(str(root), transform=transform or spec.transform(), loader=_read_rgb)
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(f"{root} is not an image folder with one subfolder per class: {e}") from None
 

@@ -43,3 +43,19 @@ def staged(tmp_path_factory, tiny):
     assert neuron_stats.main(["--block", "block_2", "--n_clusters", "3", "--images", "48",
                               "--output_dir", str(root / "stats")]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """An open_clip CLIP with one small layer per tower, random weights, saved as a local folder."""
+    import json
+
+    import open_clip
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.manual_seed(0)
+    torch.save(open_clip.CLIP(**cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
+    return f"local-dir:{folder}"

@@ -58,20 +58,6 @@ def test_batched_functions_match_per_neuron_reference():
     torch.testing.assert_close(clip_dissect.cosine(clip, target), (t / t.norm(dim=0)).T @ (c / c.norm(dim=0)))
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """An open_clip CLIP with one small layer per tower, random weights, saved as a local folder."""
-    import open_clip
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    cfg = {"embed_dim": 32,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    torch.manual_seed(0)
-    torch.save(open_clip.CLIP(**cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
-    return f"local-dir:{folder}"
-
-
 def test_clip_method_flow_and_cache(tmp_path, tiny, tiny_clip):
     out, cache = tmp_path / "run", tmp_path / "cache"
     argv = ["--method", "clip", "--clip_model", tiny_clip, "--target_layers", "block_4", "--probe_images", "48",

@@ -1,0 +1,169 @@
+"""Linear explanations: planted neurons with known explanations, the solvers against sklearn and
+NumPy, and the three scripts end to end (label and CLIP modes, description files, ablation)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import ElasticNet
+
+import explain_neurons
+import simulate_ablation
+import simulate_correlation
+from disentangle import linear_explanations as le
+from disentangle import simulation
+from disentangle.concepts import ConceptWorld
+from disentangle.neuron_data import label_concepts
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Concept labels of 600 concept-world images and three planted neurons: 0.7·red + 0.3·circle
+    (plus a little noise), exactly [blue], and pure noise."""
+    world = ConceptWorld("val", 600)
+    x, names = label_concepts(world, np.arange(600), None)
+    x = torch.from_numpy(x)
+    g = torch.Generator().manual_seed(0)
+    red, circle, blue = (x[:, names.index(n)] for n in ("red", "circle", "blue"))
+    y = torch.stack([0.7 * red + 0.3 * circle + 0.02 * torch.randn(600, generator=g, dtype=torch.float64),
+                     blue, torch.randn(600, generator=g, dtype=torch.float64)], 1)
+    split = {k: torch.from_numpy(v) for k, v in le.split_indices(600, seed=0).items()}
+    return x, y, names, split
+
+
+def test_planted_neurons(planted):
+    x, y, names, split = planted
+    tr, va, te = split["train"], split["val"], split["test"]
+    entry = le.elastic_net_path(x[tr], y[tr])
+    ex = le.greedy_explanations(x[tr], y[tr], x[va], y[va], le.candidates(entry, 20), 10, 0.02)
+    mixed, single, noise = ex
+    assert sorted(names[c] for c in mixed.concepts) == ["circle", "red"]
+    w = dict(zip((names[c] for c in mixed.concepts), mixed.weights))
+    assert w["red"] == pytest.approx(0.7, abs=0.01) and w["circle"] == pytest.approx(0.3, abs=0.01)
+    assert abs(mixed.bias) < 0.01
+    assert [names[c] for c in single.concepts] == ["blue"] and single.val_corr > 0.999
+    test_corr = [le.pearson(le.simulate(x[te], e.concepts, e.weights, e.bias), y[te, u]) for u, e in enumerate(ex)]
+    assert test_corr[0] > 0.99 and test_corr[1] > 0.999
+    assert abs(test_corr[2]) < 0.2
+
+
+def test_elastic_net_matches_sklearn():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 8, generator=g, dtype=torch.float64)
+    y = x[:, :2] @ torch.tensor([[1.0, 0.0], [0.5, -1.0]], dtype=torch.float64) \
+        + 0.3 * torch.randn(200, 2, generator=g, dtype=torch.float64)
+    x, y = (x - x.mean(0)) / x.std(0), (y - y.mean(0)) / y.std(0)
+    lam = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    w = le.elastic_net(x.T @ x / 200, x.T @ y / 200, lam, alpha=0.7, iters=5000, tol=1e-12)
+    for u in range(2):
+        ref = ElasticNet(alpha=lam[u].item(), l1_ratio=0.7, fit_intercept=False, tol=1e-12, max_iter=100000)
+        np.testing.assert_allclose(w[:, u].numpy(), ref.fit(x.numpy(), y[:, u].numpy()).coef_, atol=1e-6)
+
+
+def test_fit_and_score_matches_numpy():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(150, 6, generator=g, dtype=torch.float64), torch.randn(150, 3, generator=g, dtype=torch.float64)
+    tr, va = slice(0, 100), slice(100, 150)
+    train, val = le.Moments.of(x[tr], y[tr]), le.Moments.of(x[va], y[va])
+    sets = torch.tensor([[0, 3], [1, 4], [2, 5]])
+    w, corr = le._fit_and_score(train, val, torch.arange(3), sets)
+    for u in range(3):
+        a = np.c_[x[tr][:, sets[u]].numpy(), np.ones(100)]
+        coef = np.linalg.lstsq(a, y[tr][:, u].numpy(), rcond=None)[0]
+        np.testing.assert_allclose(w[u].numpy(), coef[:2], rtol=1e-6)
+        pred = x[va][:, sets[u]].numpy() @ coef[:2]
+        assert corr[u].item() == pytest.approx(np.corrcoef(pred, y[va][:, u].numpy())[0, 1], rel=1e-6)
+
+
+def test_level_hook_keeps_pattern_and_real_levels_change_nothing(tiny):
+    model = tiny.model
+    x = torch.randn(6, 3, 56, 56)
+    y = torch.arange(6)
+    from disentangle.hooks import capture_hooks, hooks
+    store, cap = capture_hooks(["features.denseblock4"])
+    with torch.no_grad(), hooks(model, cap):
+        model(x)
+    real = store["features.denseblock4"].mean((2, 3))                       # (6, C)
+    units = [0, 5]
+    levels = {"same": real[:, units].T, "shifted": real[:, units].T + 1.0}
+    d = simulation.ablation_deltas(model, "features.denseblock4", x, y, units, levels, "avg", chunk=2)
+    assert d["same"].max() < 1e-5
+    assert d["shifted"].min() > 0
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory, tiny):
+    root = tmp_path_factory.mktemp("le")
+    common = ["--images", "240", "--batch_size", "80", "--activation_dir", str(root / "cache")]
+    assert explain_neurons.main(common + ["--end_neuron", "6", "--result_dir", str(root / "le")]) == 0
+    return root, common
+
+
+def test_explain_neurons_csv(explained):
+    root, _ = explained
+    frame = pd.read_csv(root / "le" / "explanations.csv")
+    assert list(frame.columns[:5]) == ["layer", "unit", "val correlation", "weight1", "concept1"]
+    assert frame.columns[-1] == "bias" and "concept10" in frame and len(frame) == 6
+    assert frame["unit"].tolist() == list(range(6)) and (frame["val correlation"] > 0.5).all()
+
+
+def test_simulation_scripts(explained, capsys):
+    root, common = explained
+    desc = root / "desc" / "descriptions.csv"
+    desc.parent.mkdir()
+    pd.DataFrame({"layer": ["block_4"] * 3, "unit": [0, 1, 2], "description": ["red", "circle", "sunset"],
+                  "similarity": [0.1, 0.1, 0.1]}).to_csv(desc, index=False)
+    out = root / "sim"
+    assert simulate_correlation.main([str(root / "le" / "explanations.csv"), str(desc), "--names", "LE,desc",
+                                      "--result_dir", str(out)] + common) == 0
+    table = pd.read_csv(out / "summary.csv").set_index("method")
+    assert table.loc["LE", "simulated"] == 6 and table.loc["desc", "simulated"] == 2
+    assert table.loc["LE", "mean correlation"] > table.loc["desc", "mean correlation"]
+    assert "1 neurons have descriptions outside" in capsys.readouterr().out
+    corr = pd.read_csv(out / "correlations.csv")
+    assert corr["test correlation"].between(-1, 1).all()
+
+    abl = root / "abl"
+    assert simulate_ablation.main([str(root / "le" / "explanations.csv"), "--result_dir", str(abl),
+                                   "--unit_chunk", "3"] + common) == 0
+    result = json.loads((abl / "ablation.json").read_text())
+    assert result["units"] == 6 and result["test_images"] == 48
+    assert 0 < result["score"] <= 1
+
+
+def test_clip_mode_with_tiny_clip(tmp_path, tiny, tiny_clip):
+    out = tmp_path / "le"
+    assert explain_neurons.main(["--mode", "clip", "--clip_model", tiny_clip, "--images", "60", "--end_neuron", "3",
+                                 "--activation_dir", "none", "--result_dir", str(out)]) == 0
+    frame = pd.read_csv(out / "explanations.csv")
+    assert len(frame) == 3 and frame["concept1"].notna().all()
+    assert json.loads((out / "manifest.json").read_text())["config"]["mode"] == "clip"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--end_neuron", "99"], "not within the layer's 32 neurons"),
+    (["--target_layer", "block_9"], "unknown layer 'block_9'"),
+    (["--images", "5"], "too few for a train/val/test split"),
+    (["--mode", "clip", "--dataset_name", "{tmp}"], "is not an image folder"),
+])
+def test_bad_input(tmp_path, capsys, tiny, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = tmp_path / "out"
+    assert explain_neurons.main(argv + ["--result_dir", str(out), "--activation_dir", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_explanation_from_another_model_is_refused(explained, tmp_path, capsys):
+    root, common = explained
+    manifest = json.loads((root / "le" / "manifest.json").read_text())
+    manifest["config"]["weights_sha256"] = "0" * 64
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    (other / "explanations.csv").write_text((root / "le" / "explanations.csv").read_text())
+    assert simulate_correlation.main([str(other / "explanations.csv"), "--result_dir", str(tmp_path / "s")]
+                                     + common) == 2
+    assert "was made with weights_sha256" in capsys.readouterr().err
