@@ -167,3 +167,23 @@ def test_explanation_from_another_model_is_refused(explained, tmp_path, capsys):
     assert simulate_correlation.main([str(other / "explanations.csv"), "--result_dir", str(tmp_path / "s")]
                                      + common) == 2
     assert "was made with weights_sha256" in capsys.readouterr().err
+
+
+def test_label_concepts_on_a_folder_with_superclasses(tmp_path):
+    from PIL import Image
+
+    from disentangle.data import build_dataset
+    from disentangle.errors import UserError
+    from disentangle.models import get_spec
+    for c in ("cat", "dog", "car"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / c / "0.png")
+    ds = build_dataset(str(tmp_path / "img"), get_spec("tiny_densenet"))
+    sup = tmp_path / "sup.json"
+    sup.write_text(json.dumps({"animal": ["cat", "dog"]}))
+    x, names = label_concepts(ds, np.arange(3), str(sup))
+    assert names == ["car", "cat", "dog", "animal"]
+    np.testing.assert_array_equal(x, [[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 1]])
+    sup.write_text(json.dumps({"animal": ["cat", "cow"]}))
+    with pytest.raises(UserError, match="unknown classes"):
+        label_concepts(ds, np.arange(3), str(sup))
