@@ -22,7 +22,7 @@ from .models import ModelSpec
 IMAGENET_ROOT = "data/ILSVRC2012_img_val"
 
 
-def _read_rgb(path: str) -> Image.Image:
+def read_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -41,7 +41,7 @@ def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None,
         hint = " (see data/README.md for where to put ImageNet)" if data == "imagenet" else ""
         raise UserError(f"data folder {root} not found{hint}")
     try:
-        return ImageFolder(str(root), transform=transform or spec.transform(), loader=_read_rgb)
+        return ImageFolder(str(root), transform=transform or spec.transform(), loader=read_rgb)
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(f"{root} is not an image folder with one subfolder per class: {e}") from None
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import data as data_mod
@@ -96,14 +96,6 @@ class ConceptProbe(ProbeSet):
         return {"name": "concepts", **{k: v for k, v in self.world.describe().items() if k != "name"}}
 
 
-def _read_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-
-
 def _primary_category(field: str) -> str:
     """``'object(123);part(4)'`` -> the category with the most images, here ``'object'``; ``''`` for
     none (Broden's row 0, ``-``)."""
@@ -143,7 +135,7 @@ class BrodenProbe(ProbeSet):
         return len(self.index)
 
     def image(self, index: int) -> Image.Image:
-        return _read_image(self.root / "images" / self.index[index]["image"])
+        return data_mod.read_rgb(self.root / "images" / self.index[index]["image"])
 
     def _maps(self, row: dict) -> list[tuple[int, np.ndarray]]:
         """``(category index, (sh, sw) ids)`` for every label map or image-level label of a row."""
@@ -155,7 +147,7 @@ class BrodenProbe(ProbeSet):
                 if cat in BRODEN_IMAGE:
                     out.append((c, np.full((sh, sw), int(item), dtype=np.int64)))
                 else:
-                    png = np.asarray(_read_image(self.root / "images" / item), dtype=np.int64)
+                    png = np.asarray(data_mod.read_rgb(self.root / "images" / item), dtype=np.int64)
                     out.append((c, png[..., 0] + 256 * png[..., 1]))
         return out
 
@@ -206,7 +198,7 @@ class FolderProbe(ProbeSet):
         return len(self.files)
 
     def image(self, index: int) -> Image.Image:
-        return _read_image(self.files[index])
+        return data_mod.read_rgb(self.files[index])
 
     def describe(self) -> dict:
         listing = "\n".join(str(p.relative_to(self.root)) for p in self.files)
