@@ -17,7 +17,7 @@ from disentangle.errors import UserError
 
 
 def parser() -> cli.Parser:
-    p = cli.Parser(description=__doc__.split("\n")[0])
+    p = cli.Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="result folders of dissect_neurons.py (two or more)")
     p.add_argument("--names", default=None, help="comma-separated display names (default: folder names)")
     p.add_argument("--output_dir", default=None, help="default: outputs/dissect/compare_<run1>_vs_<run2>...")

@@ -20,7 +20,7 @@ from disentangle.seeding import set_seeds
 
 
 def parser() -> cli.Parser:
-    p = cli.Parser(description=__doc__.split("\n")[0])
+    p = cli.Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("explanations", help="explanations.csv (explain_neurons.py) or descriptions.csv (dissect_neurons.py)")
     neuron_data.add_args(p)
     p.add_argument("--unit_chunk", type=int, default=8, help="neurons ablated in one forward pass (memory)")

@@ -26,7 +26,7 @@ from disentangle.seeding import set_seeds  # noqa: E402
 
 
 def parser() -> cli.Parser:
-    p = cli.Parser(description=__doc__.split("\n")[0])
+    p = cli.Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("explanations", nargs="+", help="explanations.csv and/or descriptions.csv files")
     p.add_argument("--names", default=None, help="comma-separated method names (default: folder names)")
     neuron_data.add_args(p)
