@@ -16,7 +16,7 @@ from disentangle.metrics import METRICS
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add_model_data_args(p, images=100)
+    cli.add_model_data_args(p, images=100, engine=True)
     a = p.add_argument_group("attributions and metrics")
     a.add_argument("--methods", default="ig,saliency", help=f"comma-separated, from {', '.join(METHODS)}")
     a.add_argument("--metric", default="patch", help=f"{' or '.join(METRICS)}: score single pixels or a 14x14 "
@@ -25,6 +25,9 @@ def parser() -> cli.Parser:
     a.add_argument("--ig-batch", type=int, default=256,
                    help="rows per IG forward/backward: the images x steps of a batch are chunked to this")
     a.add_argument("--target", default="pred", help="class to explain: 'pred' (predicted) or 'label' (true)")
+    a.add_argument("--precision", default="fp32",
+                   help=f"{', '.join(evaluation.PRECISIONS)}: the model's forward passes in fp32, or under bf16/fp16 "
+                        f"autocast (faster on GPUs; attributions are close to fp32's, not equal: see bench/)")
     a.add_argument("--mass", type=float, default=0.9, help="sparsity: share of attribution mass to cover")
     a.add_argument("--drop-fraction", type=float, default=0.1,
                    help="faithfulness: share of pixels/patches masked, the most important first")
@@ -42,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = evaluation.EvalConfig(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
                                 metric=args.metric, ig_steps=args.ig_steps, mass=args.mass,
-                                drop_fraction=args.drop_fraction, mask_value=args.mask_value, target=args.target)
+                                drop_fraction=args.drop_fraction, mask_value=args.mask_value, target=args.target,
+                                precision=args.precision)
     run = cli.setup(args)
     out = Path(args.output_dir)
     manifest = artifacts.make_manifest(
-        "baseline_eval", {**run.config(), "seed": args.seed, **vars(cfg)},
+        "baseline_eval", {**run.config(), "seed": args.seed, **cfg.recorded()},
         {"device": str(run.device), "batch_size": args.batch_size, "ig_batch": args.ig_batch,
-         "workers": run.workers},
+         "workers": run.workers, "channels_last": run.channels_last},
         weights_path=run.loaded.weights["path"])
     state = artifacts.open_output(out, manifest, args.overwrite)
     if state == "complete":
@@ -57,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if state == "fresh":
         artifacts.write_json(out / artifacts.MANIFEST, manifest)
     start = time.time()
-    evaluation.run(run.loaded.model, run.loader(args.batch_size), cfg, out, run.device, args.ig_batch,
-                   desc=f"baseline {args.model}")
+    auto = cli.AutoBatch(args.batch_size, run.device)
+    evaluation.run(run.loaded.model, run.loader(auto.start), cfg, out, run.device, args.ig_batch,
+                   desc=f"baseline {args.model}", auto=auto)
     result = evaluation.finalize(out, cfg)
     manifest["complete"] = True
     manifest["seconds"] = round(time.time() - start, 1)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from disentangle import artifacts, classes, cli, distributed, experiment, pipeline
 from disentangle.attribution import METHODS
-from disentangle.evaluation import EvalConfig
+from disentangle.evaluation import PRECISIONS, EvalConfig
 from disentangle.hooks import MODES, channel_mask
 from disentangle.models import resolve_block
 
@@ -38,7 +38,9 @@ def parser() -> cli.Parser:
     p.add_argument("--methods", default="ig,saliency", help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps")
     p.add_argument("--ig-batch", type=int, default=256, help="rows (image x step) per IG forward/backward")
-    cli.add_runtime_args(p)
+    p.add_argument("--precision", default="fp32",
+                   help=f"{', '.join(PRECISIONS)}: the model's forward passes in fp32, or under bf16/fp16 autocast")
+    cli.add_runtime_args(p, engine=True)
     p.add_argument("--output", default=None, help="default: outputs/class_analysis_metrics_<start>_<end>.csv")
     p.add_argument("--overwrite", action="store_true", help="replace a result made with other settings")
     return p
@@ -52,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.images_per_class < 1:
         raise cli.UserError(f"--images_per_class must be at least 1, got {args.images_per_class}")
     cfg = EvalConfig(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                     metric=args.metric, ig_steps=args.ig_steps)
+                     metric=args.metric, ig_steps=args.ig_steps, precision=args.precision)
     clusters = pipeline.load_clusters(args.stats_dir)
     channels = clusters.channels(args.cluster_idx)
     with distributed.process_group(cli.resolve_device(args.device)) as (rank, world, device):
-        run = experiment.setup_like(clusters.manifest, argparse.Namespace(device=str(device), workers=0, images=1))
+        run = experiment.setup_like(clusters.manifest, argparse.Namespace(device=str(device), workers=0, images=1,
+                                                                          channels_last=args.channels_last))
         targets, names = np.asarray(run.dataset.targets), list(run.dataset.classes)
         end = len(names) if args.class_end is None else args.class_end
         if not 0 <= args.class_start < end <= len(names):
@@ -66,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         config = {**{k: clusters.manifest["config"][k] for k in ("model", "weights_sha256", "data", "block", "k")},
                   "cluster": args.cluster_idx, "channels": channels.tolist(), "mode": args.mode,
                   "images_per_class": args.images_per_class, "class_start": args.class_start, "class_end": end,
-                  **vars(cfg)}
+                  **cfg.recorded()}
         manifest = artifacts.make_manifest("class_analysis", config,
-                                           {"device": str(device), "world_size": world, "batch_size": args.batch_size},
+                                           {"device": str(device), "world_size": world, "batch_size": args.batch_size,
+                                            "channels_last": args.channels_last},
                                            {"neuron_stats": str(clusters.folder)})
         sidecar = out.with_suffix(".json")
         if sidecar.exists():
@@ -88,14 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         block = resolve_block(run.loaded.spec, clusters.block)
         mask = channel_mask(channels, len(clusters.labels))
         mine = list(range(args.class_start, end))[rank::world]
+        auto = cli.AutoBatch(args.batch_size, device)   # with 'auto', a class that runs out of memory is redone in halves
         start = time.time()
         n_images = 0
         for c in tqdm(mine, desc=f"classes (rank {rank}/{world})", unit="class", disable=None):
             if classes.done(parts, c):
                 continue
             idx = classes.class_images(targets, c, args.images_per_class)
-            row = classes.analyse_class(run.loaded.model, run.dataset, idx, cfg, block, mask, args.mode,
-                                        args.batch_size, device, args.ig_batch)
+            row = auto(lambda size: classes.analyse_class(run.loaded.model, run.dataset, idx, cfg, block, mask,
+                                                          args.mode, size, device, auto.scaled(args.ig_batch)))
             classes.write_part(parts, c, {"class": c, "class_name": names[c], "n_images": len(idx), **row})
             n_images += len(idx)
         seconds = time.time() - start

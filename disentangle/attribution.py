@@ -69,9 +69,9 @@ def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
         logits = model(rows)
     upper, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["leaf"])   # (N, Cb, h, w)
     del logits
-    shape = (1, -1) + (1,) * (upper.dim() - 2)
+    keep = keep.to(upper.dtype).view(len(keep), 1, -1, *(1,) * (upper.dim() - 2))   # (M, 1, Cb, 1, 1)
     for m in range(len(keep)):
-        g, = torch.autograd.grad(store["h"], rows, grad_outputs=upper * keep[m].view(shape),
+        g, = torch.autograd.grad(store["h"], rows, grad_outputs=upper * keep[m],
                                  retain_graph=m < len(keep) - 1)
         yield g
 
@@ -102,6 +102,6 @@ def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
         for m, g in enumerate(masked_gradients(model, rows, target[img], block, keep)):   # g: (n, C, H, W)
             acc[m].index_add_(0, img, g * w)
     attr = x[None] * acc
-    with torch.no_grad():
-        gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None]).squeeze(1)  # (B,)
+    with torch.no_grad():   # f(baseline) is one row: the all-zero baseline is the same for every image
+        gap = (model(x) - model(torch.zeros_like(x[:1]))).float().gather(1, target[:, None]).squeeze(1)  # (B,)
     return attr, attr.flatten(2).sum(2) - gap[None]

@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapped
 
 
-def add_model_data_args(p: argparse.ArgumentParser, images: int = 200) -> None:
+def add_model_data_args(p: argparse.ArgumentParser, images: int = 200, engine: bool = False) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
     g.add_argument("--weights", default=None,
@@ -56,17 +56,81 @@ def add_model_data_args(p: argparse.ArgumentParser, images: int = 200) -> None:
     g.add_argument("--data-root", default=None, help=f"ImageNet validation folder (default {data_mod.IMAGENET_ROOT})")
     g.add_argument("--images", type=int, default=images,
                    help="number of images, chosen deterministically and spread evenly over classes")
-    add_runtime_args(p)
+    add_runtime_args(p, engine)
     p.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
 
 
-def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    """Flags that change how fast a stage runs, never its results."""
+def add_runtime_args(p: argparse.ArgumentParser, engine: bool = False) -> None:
+    """Flags that change how fast a stage runs, never its results (beyond float rounding).
+
+    ``engine``: the stage runs the attribution engine, which also takes ``--batch-size auto``
+    (``AutoBatch``) and ``--channels-last``.
+    """
     r = p.add_argument_group("runtime")
-    r.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    if engine:
+        r.add_argument("--batch-size", type=batch_size, default=32,
+                       help=f"images per batch, or 'auto': start at {AUTO_START['cuda']} images on CUDA "
+                            f"({AUTO_START['cpu']} on the CPU) and, on out-of-memory, compute each batch in halves "
+                            f"(and IG in half as many rows) and retry, as often as needed")
+    else:
+        r.add_argument("--batch-size", type=int, default=32, help="images per batch")
     r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
     r.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data-loading processes for image folders (the concept world renders in-process)")
+    if engine:
+        r.add_argument("--channels-last", action="store_true",
+                       help="keep the model's weights and activations in channels-last (NHWC) memory format: faster "
+                            "convolutions on CPUs and tensor cores; results agree with the default to float rounding")
+
+
+# --batch-size auto: the first size tried per device type (a loader batch, and the artifacts' part size).
+AUTO_START = {"cuda": 256, "cpu": 32}
+T = TypeVar("T")
+
+
+def batch_size(text: str) -> int | str:
+    """``--batch-size`` value: an integer (the loader checks that it is positive) or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'auto', got {text!r}") from None
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether an exception is an allocation failure (CUDA, or the CPU allocator's)."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e)))
+
+
+class AutoBatch:
+    """Runs work in sub-batches of ``size`` images; with ``--batch-size auto`` it halves ``size`` on
+    out-of-memory and runs the work again (and keeps the smaller size for the work that follows).
+
+    ``start`` is the loader's batch size (the unit artifacts are written in); a fixed batch size
+    never backs off. ``scaled(n)`` scales another size (IG rows per pass) by the same factor.
+    """
+
+    def __init__(self, value: int | str, device: torch.device):
+        self.auto = value == "auto"
+        self.start = self.size = AUTO_START["cuda" if device.type == "cuda" else "cpu"] if self.auto else int(value)
+
+    def scaled(self, n: int | None) -> int | None:
+        return None if n is None else max(1, n * self.size // self.start)
+
+    def __call__(self, work: Callable[[int], T]) -> T:
+        while True:
+            try:
+                return work(self.size)
+            except RuntimeError as e:      # torch.cuda.OutOfMemoryError is a RuntimeError
+                if not (self.auto and self.size > 1 and out_of_memory(e)):
+                    raise
+            # Outside the except block, so the failed attempt's tensors (held by the traceback) are freed.
+            self.size //= 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            print(f"out of memory: retrying in batches of {self.size} images", file=sys.stderr)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,6 +152,7 @@ class Setup:
     indices: np.ndarray
     device: torch.device
     workers: int
+    channels_last: bool = False
 
     def loader(self, batch_size: int):
         return data_mod.make_loader(self.dataset, self.indices, batch_size, self.workers, self.device)
@@ -117,6 +182,9 @@ def setup(args: argparse.Namespace) -> Setup:
     indices = data_mod.even_subset(data_mod.targets_of(dataset), args.images)
     data_mod.check_images(dataset, indices)
     loaded = load_model(args.model, args.weights, device)
+    channels_last = getattr(args, "channels_last", False)   # only stages that run the engine have the flag
+    if channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
     with torch.no_grad():
         n_out = loaded.model(torch.zeros(1, 3, spec.input_size, spec.input_size, device=device)).shape[1]
     n_classes = len(dataset.classes)
@@ -124,4 +192,4 @@ def setup(args: argparse.Namespace) -> Setup:
         raise UserError(f"the data has {n_classes} classes but {args.model} has {n_out} outputs; "
                         f"its labels cannot be the model's classes")
     workers = 0 if (args.data or spec.default_data) == "concepts" else args.workers
-    return Setup(loaded, dataset, indices, device, workers)
+    return Setup(loaded, dataset, indices, device, workers, channels_last)

@@ -24,7 +24,7 @@ def add_filtered_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=None,
                    help="number of images; must equal the baseline's (the default), since deltas are per image")
     p.add_argument("--metric", default=None, help="pixel or patch; must equal the baseline's (the default)")
-    cli.add_runtime_args(p)
+    cli.add_runtime_args(p, engine=True)
     p.add_argument("--ig-batch", type=int, default=256, help="rows (image x step) per IG forward/backward")
     p.add_argument("--save-attributions", action="store_true",
                    help="also write the blocked attribution maps (large: images x 3 x H x W per method)")
@@ -39,7 +39,8 @@ def setup_like(manifest: dict, args: argparse.Namespace) -> cli.Setup:
     ns = argparse.Namespace(
         model=c["model"], seed=c.get("seed", 0), device=args.device, workers=args.workers, images=args.images,
         weights="random" if c["weights_source"] == "random init" else manifest.get("weights_path"),
-        data="concepts" if data["name"] == "concepts" else data["root"], data_root=None)
+        data="concepts" if data["name"] == "concepts" else data["root"], data_root=None,
+        channels_last=getattr(args, "channels_last", False))   # only stages that run the engine have the flag
     run = cli.setup(ns)
     if run.loaded.weights["sha256"] != c["weights_sha256"]:
         raise UserError(f"the weights of {c['model']} changed since {manifest['stage']} ran; rerun that stage")
@@ -58,12 +59,11 @@ def baseline_setup(baseline: pipeline.Baseline, args: argparse.Namespace) -> tup
     if args.mode not in MODES:
         raise UserError(f"unknown mode {args.mode!r}; choose from {', '.join(MODES)}")
     run = setup_like(baseline.manifest, argparse.Namespace(device=args.device, workers=args.workers,
-                                                           images=b["images"]))
+                                                           images=b["images"],
+                                                           channels_last=getattr(args, "channels_last", False)))
     if run.indices.tolist() != baseline.per_image["index"].tolist():
         raise UserError(f"the images of the baseline in {baseline.folder} cannot be reproduced (data changed?)")
-    cfg = evaluation.EvalConfig(**{k: (tuple(b[k]) if k == "methods" else b[k])
-                                   for k in evaluation.EvalConfig.__dataclass_fields__})
-    return run, cfg
+    return run, evaluation.EvalConfig.from_recorded(b)
 
 
 @dataclass
@@ -115,35 +115,39 @@ def close_cell(ctx: Context, cell: Cell, seconds: float) -> dict:
     return result
 
 
+def _runtime(ctx: Context, args: argparse.Namespace, engine: str) -> dict:
+    return {"device": str(ctx.run.device), "batch_size": args.batch_size, "ig_batch": args.ig_batch,
+            "channels_last": ctx.run.channels_last, "engine": engine}
+
+
 def run_hooked(ctx: Context, cell: Cell, n_channels: int, mode: str, args: argparse.Namespace) -> dict | None:
     """The reference path: captum IG and Saliency with a forward hook blocking the cell's channels.
     Returns ``finalize``'s result, or None when the cell was already complete."""
-    runtime = {"device": str(ctx.run.device), "batch_size": args.batch_size, "ig_batch": args.ig_batch,
-               "engine": "hook"}
-    if not open_cell(ctx, cell, mode, runtime, args.overwrite):
+    if not open_cell(ctx, cell, mode, _runtime(ctx, args, "hook"), args.overwrite):
         print(f"{cell.out} is already complete for these settings; nothing to do")
         return None
     start = time.time()
     path = resolve_block(ctx.run.loaded.spec, cell.block)
-    evaluation.run(ctx.run.loaded.model, ctx.run.loader(args.batch_size), ctx.cfg, cell.out, ctx.run.device,
+    auto = cli.AutoBatch(args.batch_size, ctx.run.device)
+    evaluation.run(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, cell.out, ctx.run.device,
                    args.ig_batch, desc=f"{cell.stage} {cell.out.name}",
                    fwd_hooks=[(path, block_hook(channel_mask(cell.channels, n_channels), mode))],
-                   targets=ctx.baseline.targets, save_attributions=args.save_attributions)
+                   targets=ctx.baseline.targets, save_attributions=args.save_attributions, auto=auto)
     return close_cell(ctx, cell, time.time() - start)
 
 
 def run_shared(ctx: Context, block: str, cells: list[Cell], n_channels: int, args: argparse.Namespace) -> None:
     """Every unfinished detach cell of one block in one shared pass over the baseline's images."""
-    runtime = {"device": str(ctx.run.device), "batch_size": args.batch_size, "ig_batch": args.ig_batch,
-               "engine": "shared-pass"}
-    todo = [c for c in cells if open_cell(ctx, c, "detach", runtime, args.overwrite)]
+    todo = [c for c in cells if open_cell(ctx, c, "detach", _runtime(ctx, args, "shared-pass"), args.overwrite)]
     if not todo:
         return
     start = time.time()
     path = resolve_block(ctx.run.loaded.spec, block)
-    evaluation.run_shared(ctx.run.loaded.model, ctx.run.loader(args.batch_size), ctx.cfg, path,
+    auto = cli.AutoBatch(args.batch_size, ctx.run.device)
+    evaluation.run_shared(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, path,
                           [(c.out, channel_mask(c.channels, n_channels)) for c in todo], ctx.run.device,
-                          ctx.baseline.targets, args.ig_batch, desc=f"{block}: {len(todo)} masks, one pass")
+                          ctx.baseline.targets, args.ig_batch, desc=f"{block}: {len(todo)} masks, one pass",
+                          save_attributions=args.save_attributions, auto=auto)
     for c in todo:
         close_cell(ctx, c, (time.time() - start) / len(todo))
 

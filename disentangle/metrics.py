@@ -81,17 +81,28 @@ def masked_input(x: torch.Tensor, attr: torch.Tensor, metric: str = "pixel", fra
     return x.masked_fill(top_mask(attr, metric, fraction), mask_value)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def faithfulness(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attr: torch.Tensor,
                  target: torch.Tensor, metric: str = "pixel", fraction: float = 0.1,
-                 mask_value: float = 0.0, p_clean: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B,)`` drop of the target probability when the top ``fraction`` is masked.
+                 mask_value: float = 0.0, p_clean: torch.Tensor | None = None, chunk: int | None = None
+                 ) -> torch.Tensor:
+    """Drop of the target probability when the top ``fraction`` is masked, ``(B,)`` for an
+    ``attr (B, C, H, W)`` or ``(K, B)`` for ``K`` maps of every image ``attr (K, B, C, H, W)``.
 
-    ``p_clean`` (``(B,)``), when given, saves the unmasked forward pass.
+    The ``K x B`` masked images go through the model together, ``chunk`` rows per forward pass
+    (default: all). ``p_clean`` (``(B,)``), when given, saves the unmasked forward pass.
     """
     if p_clean is None:
         p_clean = target_probability(forward, x, target)
-    return p_clean - target_probability(forward, masked_input(x, attr, metric, fraction, mask_value), target)
+    maps = attr.reshape(-1, *x.shape[1:])                                   # (K*B, C, H, W)
+    b, n = len(x), len(maps)
+    step = chunk or n
+    p = []
+    for start in range(0, n, step):
+        r = torch.arange(start, min(start + step, n), device=x.device) # rows (map, image), map-major
+        p.append(target_probability(forward, masked_input(x[r % b], maps[r], metric, fraction, mask_value),
+                                    target[r % b]))
+    return (p_clean - torch.cat(p).view(-1, b)).view(attr.shape[:-3])    # (K, B) or (B,)
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 5) -> torch.Tensor:

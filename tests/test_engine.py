@@ -1,0 +1,158 @@
+"""The batched engine's speed features keep its results: fused faithfulness, channels-last, bf16
+autocast (close to fp32 by rank), --batch-size auto backing off on out-of-memory, streaming memory."""
+import copy
+import gc
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+import baseline_eval
+from disentangle import artifacts, cli, evaluation
+from disentangle.concepts import ConceptWorld
+from disentangle.data import even_subset, make_loader
+from disentangle.evaluation import EvalConfig, evaluate_masks
+from disentangle.hooks import channel_mask
+from disentangle.metrics import faithfulness
+
+BLOCK = "features.denseblock2"
+BLOCKED = torch.stack([channel_mask([], 32), channel_mask(range(0, 32, 3), 32)])   # baseline + one cluster
+
+
+def batch(loaded, n):
+    world = ConceptWorld("val", transform=loaded.spec.transform(square=True))
+    idx = even_subset(world.targets, n)
+    return torch.stack([world[int(i)][0] for i in idx]), torch.tensor([world[int(i)][1] for i in idx])
+
+
+def importance(attr):
+    return attr.abs().sum(1).flatten(1).numpy()                                 # (B, H*W)
+
+
+def test_fused_faithfulness_equals_one_map_at_a_time(tiny):
+    x, _ = batch(tiny, 6)
+    target = tiny.model(x).argmax(1)
+    maps = torch.rand(3, *x.shape)                                             # (K, B, C, H, W)
+    fused = faithfulness(tiny.model, x, maps, target, "patch", chunk=7)         # rows in uneven chunks
+    assert fused.shape == (3, 6)
+    for k in range(3):
+        assert torch.allclose(fused[k], faithfulness(tiny.model, x, maps[k], target, "patch"), atol=1e-6)
+
+
+def test_channels_last_gives_the_same_results(tiny):
+    x, labels = batch(tiny, 4)
+    cfg = EvalConfig(ig_steps=4)
+    plain = evaluate_masks(tiny.model, x, labels, None, cfg, BLOCK, BLOCKED, keep_maps=True)
+    model = copy.deepcopy(tiny.model).to(memory_format=torch.channels_last)
+    fast = evaluate_masks(model, x, labels, None, cfg, BLOCK, BLOCKED, 7, keep_maps=True)
+    for a, b in zip(plain, fast):
+        assert torch.equal(a["target"], b["target"])
+        for k, v in a.items():
+            scale = v.abs().max() if v.is_floating_point() else 1
+            assert torch.allclose(v.float(), b[k].float(), atol=1e-5 * scale), k
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU")
+def test_bf16_attributions_rank_like_fp32(tiny):
+    x, labels = batch(tiny, 6)
+    fp32 = evaluate_masks(tiny.model, x, labels, None, EvalConfig(ig_steps=4), BLOCK, BLOCKED, keep_maps=True)
+    bf16 = evaluate_masks(tiny.model, x, labels, fp32[0]["target"], EvalConfig(ig_steps=4, precision="bf16"),
+                          BLOCK, BLOCKED, keep_maps=True)
+    for a, b in zip(fp32, bf16):
+        assert a["ig_attr"].dtype == b["ig_attr"].dtype == torch.float32       # maps and metrics stay fp32
+        for m in ("ig", "saliency"):
+            rho = [spearmanr(u, v)[0] for u, v in zip(importance(a[f"{m}_attr"]), importance(b[f"{m}_attr"]))]
+            assert np.median(rho) > 0.95 and min(rho) > 0.9, (m, rho)
+            assert (a[f"{m}_sparsity"] - b[f"{m}_sparsity"]).abs().mean() < 0.03
+        assert not torch.equal(a["ig_attr"], b["ig_attr"])                     # autocast did run in bf16
+
+
+def test_precision_is_recorded_only_when_not_fp32():
+    assert "precision" not in EvalConfig().recorded()                          # fp32 runs match older manifests
+    assert EvalConfig(precision="bf16").recorded()["precision"] == "bf16"
+    old = {k: v for k, v in EvalConfig(methods=("ig",)).recorded().items()}
+    assert EvalConfig.from_recorded(old) == EvalConfig(methods=("ig",))
+    assert EvalConfig.from_recorded(EvalConfig(precision="bf16").recorded()).precision == "bf16"
+    with pytest.raises(cli.UserError, match="unknown precision 'fp8'"):
+        EvalConfig(precision="fp8")
+
+
+class FakeOOM:
+    """A work function that runs out of memory above ``limit`` images."""
+
+    def __init__(self, limit, error):
+        self.limit, self.error, self.sizes = limit, error, []
+
+    def __call__(self, size):
+        self.sizes.append(size)
+        if size > self.limit:
+            raise self.error
+        return size
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9")])
+def test_auto_batch_halves_on_out_of_memory(error, capsys):
+    auto = cli.AutoBatch("auto", torch.device("cuda"))
+    work = FakeOOM(40, error)
+    assert auto(work) == 32 and work.sizes == [256, 128, 64, 32]
+    assert auto.size == 32 and auto.scaled(256) == 32                         # IG rows shrink by the same factor
+    assert auto(work) == 32 and work.sizes[-1] == 32                           # the smaller size is kept
+    assert "retrying in batches of 32 images" in capsys.readouterr().err
+    assert cli.AutoBatch("auto", torch.device("cpu")).start == cli.AUTO_START["cpu"]
+
+
+def test_fixed_batch_and_other_errors_are_raised():
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cli.AutoBatch(64, torch.device("cpu"))(FakeOOM(8, RuntimeError("CUDA out of memory")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.AutoBatch("auto", torch.device("cpu"))(FakeOOM(8, RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="out of memory"):                   # nothing left to halve
+        cli.AutoBatch("auto", torch.device("cpu"))(FakeOOM(0, RuntimeError("out of memory")))
+
+
+def test_baseline_with_auto_batch_backs_off_to_the_same_results(tmp_path, tiny, monkeypatch):
+    argv = ["--images", "12", "--ig-steps", "4"]
+    assert baseline_eval.main([*argv, "--batch-size", "12", "--output_dir", str(tmp_path / "fixed")]) == 0
+    real, sizes = evaluation.evaluate_batch, []
+
+    def small_memory(model, x, *args, **kwargs):
+        sizes.append(len(x))
+        if len(x) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_batch", small_memory)
+    assert baseline_eval.main([*argv, "--batch-size", "auto", "--output_dir", str(tmp_path / "auto")]) == 0
+    assert sizes == [12, 12, 8, 4, 4, 4]                                       # 32 -> 16 -> 8 -> 4 images per part
+    fixed, auto = (pd.read_csv(tmp_path / d / "per_image.csv") for d in ("fixed", "auto"))
+    assert fixed.columns.tolist() == auto.columns.tolist()
+    assert np.allclose(fixed.to_numpy(float), auto.to_numpy(float), atol=1e-5)
+
+
+def live_tensors_at_each_write(tiny, n, tmp_path, monkeypatch):
+    """Run the shared pass on ``n`` images (4 per batch); count live tensors whenever a batch is written."""
+    counts, real = [], artifacts.write_npz
+
+    def counting(path, **arrays):
+        if path.parent.name == "parts" and path.parent.parent.name == "baseline":
+            gc.collect()
+            counts.append(sum(1 for o in gc.get_objects() if type(o) in (torch.Tensor, torch.nn.Parameter)))
+        return real(path, **arrays)
+
+    monkeypatch.setattr(artifacts, "write_npz", counting)
+    world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
+    out = tmp_path / str(n)
+    evaluation.run_shared(tiny.model, make_loader(world, even_subset(world.targets, n), 4), EvalConfig(ig_steps=2),
+                          BLOCK, [(out / "baseline", BLOCKED[0]), (out / "filtered", BLOCKED[1])], torch.device("cpu"),
+                          save_attributions=True)
+    assert len(list((out / "filtered" / "attributions" / "ig").glob("*.npz"))) == n // 4
+    return counts
+
+
+def test_memory_does_not_grow_with_the_images(tiny, tmp_path, monkeypatch):
+    few = live_tensors_at_each_write(tiny, 8, tmp_path, monkeypatch)
+    many = live_tensors_at_each_write(tiny, 24, tmp_path, monkeypatch)
+    assert len(many) == 6 and max(many) <= max(few), (few, many)              # nothing accumulates per batch
