@@ -1,0 +1,324 @@
+"""Images per second of the attribution engine against the straightforward implementation.
+
+Both sides do the same work on the same model and images: Integrated Gradients (--ig-steps,
+Gauss-Legendre) and Saliency for the baseline and with one cluster's channels of --block detached,
+each map's sparsity and faithfulness (--metric), and the predictions. The reference
+(bench/reference.py) goes one image at a time: captum, metrics in NumPy, one masked forward pass per
+image and map. The engine is the library's shared pass, evaluation.run_shared, as the filtered stages
+run it: whole batches on --device, artifacts written per batch. Each side runs in a process of its
+own, so its peak memory is its own.
+
+  python bench/throughput.py                                   # tiny_densenet, 200 images, CPU or GPU
+  python bench/throughput.py --model densenet121 --weights random --device cuda --images 200
+
+Prints both sides' images/s, the largest differences between their results against the tolerance
+(fp32) or their rank correlation (bf16/fp16), peak memory, FLOPs per image with a roofline estimate,
+and last a line ``ratio: X`` (engine images/s over reference images/s). Exits 1 if fp32 results
+disagree beyond the tolerance.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from bench import reference  # noqa: E402
+from disentangle import cli, evaluation  # noqa: E402
+from disentangle.experiment import random_channels  # noqa: E402
+from disentangle.hooks import capture_hooks, channel_mask, hooks  # noqa: E402
+from disentangle.models import resolve_block  # noqa: E402
+
+# Peak dense FLOP/s of one NVIDIA H100 SXM (datasheet): fp32 without tensor cores, bf16/fp16 tensor cores.
+H100_PEAK_TFLOPS = {"fp32": 67.0, "bf16": 989.4, "fp16": 989.4}
+# fp32 agreement: maps within MAP_TOL of each image's largest |attribution|; scalars within SCALAR_TOL.
+MAP_TOL, SCALAR_TOL = 1e-4, 1e-4
+SCALARS = ("confidence", "ig_delta", "ig_sparsity", "ig_faithfulness", "saliency_sparsity", "saliency_faithfulness")
+ROLES = ("reference", "engine")
+
+
+def parser() -> cli.Parser:
+    p = cli.Parser(description=__doc__.split("\n")[0])
+    cli.add_model_data_args(p, images=200, engine=True)
+    p.set_defaults(data="concepts")
+    w = p.add_argument_group("work")
+    w.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
+    w.add_argument("--ig-batch", type=int, default=64,
+                   help="engine: rows (image x step) per IG forward/backward; the reference gives captum one "
+                        "image's steps at a time")
+    w.add_argument("--metric", default="patch", help="pixel or patch")
+    w.add_argument("--block", default="block_1", help="named block whose channels the filtered cluster blocks")
+    w.add_argument("--blocked-share", type=float, default=1 / 3,
+                   help="share of the block's channels in the blocked cluster (a seeded random set, the size of "
+                        "one cluster of k=3)")
+    w.add_argument("--precision", default="fp32",
+                   help="engine: fp32, or bf16/fp16 autocast (then compared with the fp32 reference by rank "
+                        "correlation instead of the tolerance)")
+    m = p.add_argument_group("measurement")
+    m.add_argument("--repeats", type=int, default=1,
+                   help="runs of each side, alternating; images/s of each side from its fastest run")
+    m.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    m.add_argument("--memory-images", type=int, nargs="*", default=[],
+                   help="also run the engine alone on these numbers of images (e.g. 2000) and print its peak "
+                        "memory for each: streaming keeps it flat")
+    m.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak FLOP/s of the device for the roofline, in TFLOP/s; default on CUDA: H100 SXM "
+                        f"({H100_PEAK_TFLOPS['fp32']:g} fp32, {H100_PEAK_TFLOPS['bf16']:g} bf16/fp16 dense); "
+                        "on the CPU no roofline unless given")
+    m.add_argument("--role", choices=ROLES, default=None,
+                   help="internal: run one side in this process and write its result to --workdir")
+    m.add_argument("--workdir", default=None, help="internal: the folder a --role run writes to")
+    return p
+
+
+def rss_mib() -> float:
+    """Current resident memory of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return 0.0
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+class _Global:
+    """FlopCounterMode's per-module tracking puts autograd hooks on module inputs, which
+    ``autograd.grad`` with leaf inputs (captum's and the engine's) rejects; only the total is needed."""
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def flops_per_image(work: Callable[[int], object], steps: int) -> float:
+    """FLOPs of ``work(ig_steps)`` (one image) at ``steps`` IG steps: counted at 1 and 2 steps, linear in steps."""
+    counts = []
+    for s in (1, 2):
+        counter = FlopCounterMode(display=False)
+        counter.mod_tracker = _Global()
+        with counter:
+            work(s)
+        counts.append(counter.get_total_flops())
+    return counts[0] + (steps - 1) * (counts[1] - counts[0])
+
+
+def blocked_mask(run: cli.Setup, block: str, share: float, seed: int) -> torch.Tensor:
+    """``(Cb,)`` bool: a seeded random ``share`` of the block's channels."""
+    store, capture = capture_hooks([block])
+    size = run.loaded.spec.input_size
+    with torch.no_grad(), hooks(run.loaded.model, capture):
+        run.loaded.model(torch.zeros(1, 3, size, size, device=run.device))
+    n = store[block].shape[1]
+    return channel_mask(random_channels(n, max(1, round(share * n)), seed), n)
+
+
+def role(args) -> dict:
+    """One side's run in this process: time it, save its results, count its FLOPs per image."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    is_engine = args.role == "engine"
+    args.channels_last = args.channels_last and is_engine      # the reference is the plain NCHW model
+    run = cli.setup(args)
+    model, device = run.loaded.model, run.device
+    cfg = evaluation.EvalConfig(metric=args.metric, ig_steps=args.ig_steps,
+                                precision=args.precision if is_engine else "fp32")
+    block = resolve_block(run.loaded.spec, args.block)
+    blocked = blocked_mask(run, block, args.blocked_share, args.seed)
+    rss_start = rss_mib()
+    first = next(iter(run.loader(1)))
+    if is_engine:
+        auto = cli.AutoBatch(args.batch_size, device)
+
+        def engine(out: Path, loader) -> None:
+            cells = [(out / "baseline", torch.zeros_like(blocked)), (out / "filtered", blocked)]
+            evaluation.run_shared(model, loader, cfg, block, cells, device, None, args.ig_batch,
+                                  desc="engine", save_attributions=True, auto=auto)
+            for cell, _ in cells:
+                evaluation.finalize(cell, cfg)
+
+        engine(work / "warmup", [next(iter(run.loader(auto.start)))])                 # same shapes as the run
+        seconds = timed(lambda: engine(work, run.loader(auto.start)), device)
+        x, labels = first[0].to(device), first[1].to(device)
+        flops = flops_per_image(lambda s: evaluation.evaluate_masks(
+            model, x, labels, None, evaluation.EvalConfig(metric=args.metric, ig_steps=s, precision=cfg.precision),
+            block, torch.stack([torch.zeros_like(blocked), blocked])), args.ig_steps)
+    else:
+        images = [(x[0], y[0], i[0]) for x, y, i in run.loader(1)]
+        reference.run(model, images[:1], cfg, block, blocked, device)                  # warm-up
+        results: dict = {}
+        seconds = timed(lambda: results.update(reference.run(model, images, cfg, block, blocked, device)), device)
+        np.savez(work / "reference.npz", **{f"{cell}/{k}": v for cell, values in results.items() for k, v in values.items()})
+        flops = flops_per_image(lambda s: reference.evaluate_image(
+            model, first[0].to(device), int(first[1]), evaluation.EvalConfig(metric=args.metric, ig_steps=s),
+            block, blocked), args.ig_steps)
+    result = {"role": args.role, "images": len(run.indices), "seconds": seconds, "flops_per_image": flops,
+              "rss_start_mib": rss_start, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+              "threads": torch.get_num_threads(), "device": str(device),
+              "blocked": int(blocked.sum()), "channels": len(blocked)}
+    (work / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def launch(argv: list[str], which: str, workdir: Path, images: int | None = None) -> dict:
+    """Run one side in a fresh process (so that its peak memory is its own)."""
+    extra = ["--images", str(images)] if images else []
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, *extra, "--role", which,
+                          "--workdir", str(workdir)], cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"},
+                         capture_output=True, text=True)
+    if res.returncode:
+        sys.stderr.write(res.stderr)
+        raise cli.UserError(f"the {which} run failed (exit status {res.returncode}; its output is above)")
+    return json.loads((workdir / "result.json").read_text())
+
+
+def reference_results(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    with np.load(folder / "reference.npz") as z:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for key in z.files:
+            cell, name = key.split("/")
+            out.setdefault(cell, {})[name] = z[key]
+    return out
+
+
+def engine_results(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The engine's artifacts per cell: per-image scalars and maps, in index order."""
+    out = {}
+    for cell in reference.CELLS:
+        frame = pd.read_csv(folder / cell / "per_image.csv")
+        values = {c: frame[c].to_numpy() for c in frame.columns}
+        for m in ("ig", "saliency"):
+            parts = sorted((folder / cell / "attributions" / m).glob("batch_*.npz"))
+            values[f"{m}_attr"] = np.concatenate([np.load(p)["attributions"] for p in parts])
+        out[cell] = values
+    return out
+
+
+def spearman_per_image(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """``(N,)`` Spearman correlation of the per-pixel (or per-patch) importance of two ``(N, C, H, W)`` maps."""
+    return np.array([spearmanr(reference.importance(x, metric), reference.importance(y, metric))[0]
+                     for x, y in zip(a, b)])
+
+
+def compare(ref: dict, eng: dict, precision: str, metric: str) -> tuple[list[str], bool]:
+    """Lines describing how the two sides' results differ, and whether they agree within tolerance."""
+    lines, ok = [], True
+    for cell in reference.CELLS:
+        r, e = ref[cell], eng[cell]
+        assert (r["index"] == e["index"]).all(), "the two sides evaluated different images"
+        same = r["target"] == e["target"]
+        parts = [f"{cell:8s} targets equal {same.sum()}/{len(same)}"]
+        for m in ("ig", "saliency"):
+            a, b = r[f"{m}_attr"][same], e[f"{m}_attr"][same]
+            scale = np.abs(a).reshape(len(a), -1).max(1).clip(1e-12)
+            rel = float((np.abs(a - b).reshape(len(a), -1).max(1) / scale).max())
+            parts.append(f"{m} map {rel:.1e}")
+            ok &= rel <= MAP_TOL
+            if precision != "fp32":
+                rho = spearman_per_image(a, b, metric)
+                parts.append(f"{m} Spearman median {np.median(rho):.4f} min {rho.min():.4f}")
+        lines.append(", ".join(parts))
+        diffs = {k: np.abs(r[k][same] - e[k][same]) for k in SCALARS}
+        lines.append("           " + ", ".join(f"{k} max {d.max():.1e} mean {d.mean():.1e}" for k, d in diffs.items()))
+        ok &= all(d.max() <= SCALAR_TOL for d in diffs.values()) and bool(same.all())
+    return lines, ok
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu} ({os.cpu_count()} cores){gpu}; torch {torch.__version__}; load average {load}"
+
+
+@cli.entrypoint
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    if args.precision not in evaluation.PRECISIONS:
+        raise cli.UserError(f"unknown precision {args.precision!r}; choose from {', '.join(evaluation.PRECISIONS)}")
+    if args.role:
+        role(args)
+        return 0
+    device = cli.resolve_device(args.device)
+    with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
+        runs: dict[str, list[dict]] = {r: [] for r in ROLES}
+        print(f"machine: {machine()}", flush=True)
+        for k in range(args.repeats):
+            for which in ROLES:
+                runs[which].append(launch(argv, which, Path(tmp) / f"{which}_{k}"))
+                print(f"  {which} run {k + 1}: {runs[which][-1]['seconds']:.1f} s", flush=True)
+        best = {r: min(v, key=lambda res: res["seconds"]) for r, v in runs.items()}
+        ref, eng = best["reference"], best["engine"]
+        n = ref["images"]
+        speed = {r: n / best[r]["seconds"] for r in ROLES}
+        print(f"work: {args.model}, {n} images, {args.block} with {eng['blocked']} of {eng['channels']} channels "
+              f"blocked; IG-{args.ig_steps} + Saliency, {args.metric} sparsity and faithfulness, baseline + filtered; "
+              f"{eng['device']}, {eng['threads']} threads")
+        print(f"reference (captum one image at a time, NumPy metrics, fp32): {ref['seconds']:.2f} s, "
+              f"{speed['reference']:.2f} images/s, peak RSS {ref['peak_rss_mib']:.0f} MiB")
+        print(f"engine (run_shared: batch {args.batch_size}, IG rows {args.ig_batch}, {args.precision}"
+              f"{', channels-last' if args.channels_last else ''}): {eng['seconds']:.2f} s, "
+              f"{speed['engine']:.2f} images/s, peak RSS {eng['peak_rss_mib']:.0f} MiB "
+              f"({eng['rss_start_mib']:.0f} MiB before the work)"
+              + (f", CUDA peak {eng['cuda_peak_mib']:.0f} MiB" if eng["cuda_peak_mib"] is not None else ""))
+        lines, ok = compare(reference_results(Path(tmp) / f"reference_{runs['reference'].index(ref)}"),
+                            engine_results(Path(tmp) / f"engine_{runs['engine'].index(eng)}"), args.precision,
+                            args.metric)
+        print(f"agreement, {args.precision} engine vs fp32 reference " + (
+            f"(tolerance: maps {MAP_TOL:g} of each map's largest |value|, scalars {SCALAR_TOL:g}): "
+            f"{'within' if ok else 'NOT within'} tolerance" if args.precision == "fp32" else
+            "(no tolerance: rank correlation of the importance and metric differences)"))
+        print("\n".join(f"  {line}" for line in lines))
+        print(f"FLOPs per image (FlopCounterMode): reference {ref['flops_per_image'] / 1e9:.3f} GFLOP, "
+              f"engine {eng['flops_per_image'] / 1e9:.3f} GFLOP; engine achieved "
+              f"{eng['flops_per_image'] * n / eng['seconds'] / 1e12:.4f} TFLOP/s")
+        peak = args.peak_tflops or (H100_PEAK_TFLOPS[args.precision] if device.type == "cuda" else None)
+        if peak:
+            floor = eng["flops_per_image"] * n / (peak * 1e12)
+            print(f"roofline at {peak:g} TFLOP/s: the engine's FLOPs take at least {floor:.3f} s "
+                  f"(at most {n / floor:.0f} images/s); achieved {floor / eng['seconds']:.1%} of peak")
+        if args.memory_images:
+            mem = [eng] + [launch(argv, "engine", Path(tmp) / f"memory_{k}", k) for k in args.memory_images]
+            print("engine peak memory by images: " + ", ".join(
+                f"{r['images']}: RSS {r['peak_rss_mib']:.0f} MiB"
+                + (f" / CUDA {r['cuda_peak_mib']:.0f} MiB" if r["cuda_peak_mib"] is not None else "") for r in mem))
+    print(f"ratio: {speed['engine'] / speed['reference']:.2f}")
+    return 0 if ok or args.precision != "fp32" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""bench/: the straightforward reference and the engine agree; the throughput script reports them."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench import reference, throughput
+from disentangle.concepts import ConceptWorld
+from disentangle.data import even_subset
+from disentangle.evaluation import EvalConfig, evaluate_masks
+from disentangle.hooks import channel_mask
+from tests.conftest import ROOT
+
+FAST = ["--images", "4", "--ig-steps", "2", "--batch-size", "2", "--block", "block_2"]
+
+
+def test_reference_and_engine_agree(tiny):
+    world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
+    idx = even_subset(world.targets, 4)
+    images = [(world[int(i)][0], world[int(i)][1], int(i)) for i in idx]
+    cfg, block, blocked = EvalConfig(ig_steps=8), "features.denseblock3", channel_mask(range(3, 30, 2), 32)
+    ref = reference.run(tiny.model, images, cfg, block, blocked, torch.device("cpu"))
+    x, labels = torch.stack([im[0] for im in images]), torch.tensor([im[1] for im in images])
+    results = evaluate_masks(tiny.model, x, labels, None, cfg, block, torch.stack([torch.zeros_like(blocked), blocked]),
+                             ig_internal_batch=12, keep_maps=True)
+    eng = {cell: {"index": idx, **{k: v.numpy() for k, v in res.items()}} for cell, res in zip(reference.CELLS, results)}
+    lines, ok = throughput.compare(ref, eng, "fp32", cfg.metric)
+    assert ok, lines
+    assert not np.allclose(ref["baseline"]["ig_attr"], ref["filtered"]["ig_attr"])   # the cluster mattered
+
+
+def test_bench_sides_in_process(tmp_path, tiny):
+    for which in throughput.ROLES:
+        assert throughput.main([*FAST, "--role", which, "--workdir", str(tmp_path / which)]) == 0
+    res = {r: json.loads((tmp_path / r / "result.json").read_text()) for r in throughput.ROLES}
+    assert res["engine"]["images"] == res["reference"]["images"] == 4
+    assert 0 < res["engine"]["flops_per_image"] < res["reference"]["flops_per_image"]   # one forward serves both
+    assert res["engine"]["blocked"] == round(32 / 3) and res["engine"]["channels"] == 32
+    lines, ok = throughput.compare(throughput.reference_results(tmp_path / "reference"),
+                                   throughput.engine_results(tmp_path / "engine"), "fp32", "patch")
+    assert ok, lines
+
+
+def test_help_explains_every_flag():
+    for action in throughput.parser()._actions:
+        assert action.help, action.option_strings
+
+
+@pytest.mark.slow
+def test_bench_end_to_end():
+    res = subprocess.run([sys.executable, "bench/throughput.py", *FAST, "--memory-images", "8"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout.splitlines()
+    assert out[-1].startswith("ratio: ") and float(out[-1].split()[1]) > 0
+    assert any("within tolerance" in line for line in out)
+    assert any(line.startswith("engine peak memory by images: 4: RSS") and "8: RSS" in line for line in out)
