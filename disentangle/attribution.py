@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
+from torch.profiler import record_function
 
 from .hooks import hooks
 
@@ -65,14 +66,16 @@ def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
         store["leaf"] = output.detach().requires_grad_()
         return store["leaf"]
 
-    with hooks(model, [(block, split)]):
+    with hooks(model, [(block, split)]), record_function("engine: forward"):
         logits = model(rows)
-    upper, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["leaf"])   # (N, Cb, h, w)
+    with record_function("engine: backward to the block"):
+        upper, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["leaf"])   # (N, Cb, h, w)
     del logits
     keep = keep.to(upper.dtype).view(len(keep), 1, -1, *(1,) * (upper.dim() - 2))   # (M, 1, Cb, 1, 1)
     for m in range(len(keep)):
-        g, = torch.autograd.grad(store["h"], rows, grad_outputs=upper * keep[m],
-                                 retain_graph=m < len(keep) - 1)
+        with record_function("engine: VJP below the block"):
+            g, = torch.autograd.grad(store["h"], rows, grad_outputs=upper * keep[m],
+                                     retain_graph=m < len(keep) - 1)
         yield g
 
 

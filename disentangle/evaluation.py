@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from . import artifacts
@@ -198,9 +199,10 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
         keep = (~blocked).to(x.device, torch.float32)
         for m in cfg.methods:
             attr, delta = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, ig_internal_batch)
-            spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
-            drops = faithfulness(model, x, attr, target, cfg.metric, cfg.drop_fraction, cfg.mask_value,
-                                 confidence, ig_internal_batch)                            # (M, B)
+            with record_function("engine: metrics"):
+                spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
+                drops = faithfulness(model, x, attr, target, cfg.metric, cfg.drop_fraction, cfg.mask_value,
+                                     confidence, ig_internal_batch)                        # (M, B)
             for j, res in enumerate(out):
                 res[f"{m}_sparsity"], res[f"{m}_faithfulness"] = spars[j], drops[j]
                 if delta is not None:
