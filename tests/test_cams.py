@@ -87,8 +87,8 @@ def test_agrees_with_pytorch_grad_cam_on_efficientnet(lite0, method, monkeypatch
 def test_maps_fall_on_the_object(tiny):
     """Known answer: on the concept world every method's top-20% mask overlaps the object far more
     than a random mask of the same size, and the maximum lands on the object far more often than chance."""
-    _, x, objects = concept_batch(tiny.spec, range(0, 1200, 25))              # 48 images, every class
-    maps, _ = cams.explain(tiny.model, LAYER, x, cams.METHODS, None, batch_size=64)
+    _, x, objects = concept_batch(tiny.spec, range(0, 1200, 50))              # 24 images, every class
+    maps, _ = cams.explain(tiny.model, LAYER, x, cams.METHODS, None, batch_size=256)
     top = agreement.BinarizeConfig()
     for m, v in maps.items():
         masks = agreement.binarize(v.numpy(), top)
@@ -99,10 +99,10 @@ def test_maps_fall_on_the_object(tiny):
 
 
 def test_batches_and_chunks_do_not_change_the_maps(tiny):
-    _, x, _ = concept_batch(tiny.spec, range(5))
-    whole, _ = cams.explain(tiny.model, LAYER, x, cams.METHODS, None, batch_size=64)
-    small, _ = cams.explain(tiny.model, LAYER, x, cams.METHODS, None, batch_size=3)   # chunks span images
-    one = [cams.explain(tiny.model, LAYER, x[i:i + 1], cams.METHODS, None, batch_size=7)[0] for i in range(5)]
+    _, x, _ = concept_batch(tiny.spec, range(3))
+    whole, _ = cams.explain(tiny.model, LAYER, x, cams.METHODS, None, batch_size=96)
+    small, _ = cams.explain(tiny.model, LAYER, x, cams.METHODS, None, batch_size=20)  # chunks span images
+    one = [cams.explain(tiny.model, LAYER, x[i:i + 1], cams.METHODS, None, batch_size=7)[0] for i in range(3)]
     for m in cams.METHODS:
         np.testing.assert_allclose(small[m], whole[m], atol=1e-5)
         np.testing.assert_allclose(torch.cat([o[m] for o in one]), whole[m], atol=1e-5)
