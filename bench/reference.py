@@ -94,11 +94,11 @@ def evaluate_image(model: nn.Module, x: torch.Tensor, label: int, cfg: EvalConfi
 
 def run(model: nn.Module, images, cfg: EvalConfig, block: str, blocked: torch.Tensor,
         device: torch.device) -> dict[str, dict[str, np.ndarray]]:
-    """Every ``(x (C, H, W), label, index)`` of ``images``, one at a time. Returns per cell the
-    per-image values stacked: scalars ``(N,)``, maps ``(N, C, H, W)``, and ``index (N,)``."""
+    """Every ``(x (1, C, H, W), label (1,), index (1,))`` of ``images`` (a loader of single images).
+    Returns per cell the per-image values stacked: scalars ``(N,)``, maps ``(N, C, H, W)``, ``index (N,)``."""
     rows: dict[str, list[dict]] = {cell: [] for cell in CELLS}
     for x, label, index in images:
-        result = evaluate_image(model, x[None].to(device), int(label), cfg, block, blocked)
+        result = evaluate_image(model, x.to(device), int(label), cfg, block, blocked)
         for cell in CELLS:
             rows[cell].append({"index": int(index), **result[cell]})
     return {cell: {k: np.stack([r[k] for r in rows[cell]]) for k in rows[cell][0]} for cell in CELLS}

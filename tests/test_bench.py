@@ -9,7 +9,7 @@ import torch
 
 from bench import reference, throughput
 from disentangle.concepts import ConceptWorld
-from disentangle.data import even_subset
+from disentangle.data import even_subset, make_loader
 from disentangle.evaluation import EvalConfig, evaluate_masks
 from disentangle.hooks import channel_mask
 from tests.conftest import ROOT
@@ -20,10 +20,9 @@ FAST = ["--images", "4", "--ig-steps", "2", "--batch-size", "2", "--block", "blo
 def test_reference_and_engine_agree(tiny):
     world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
     idx = even_subset(world.targets, 4)
-    images = [(world[int(i)][0], world[int(i)][1], int(i)) for i in idx]
     cfg, block, blocked = EvalConfig(ig_steps=8), "features.denseblock3", channel_mask(range(3, 30, 2), 32)
-    ref = reference.run(tiny.model, images, cfg, block, blocked, torch.device("cpu"))
-    x, labels = torch.stack([im[0] for im in images]), torch.tensor([im[1] for im in images])
+    ref = reference.run(tiny.model, make_loader(world, idx, 1), cfg, block, blocked, torch.device("cpu"))
+    x, labels, _ = next(iter(make_loader(world, idx, 4)))
     results = evaluate_masks(tiny.model, x, labels, None, cfg, block, torch.stack([torch.zeros_like(blocked), blocked]),
                              ig_internal_batch=12, keep_maps=True)
     eng = {cell: {"index": idx, **{k: v.numpy() for k, v in res.items()}} for cell, res in zip(reference.CELLS, results)}
