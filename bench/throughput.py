@@ -106,14 +106,22 @@ def rss_mib() -> float:
         return 0.0
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def peak_memory(device: torch.device) -> dict[str, float | None]:
+    """This process's peak resident memory so far and, on CUDA, the peak memory allocated by torch."""
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of ``fn()``. With one thread the CPU time does not count
+    time lost to other processes on a shared machine, so it is the steadier figure there."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 class _Global:
@@ -190,29 +198,31 @@ def role(args) -> dict:
                 evaluation.finalize(cell, cfg)
 
         engine(work / "warmup", [next(iter(run.loader(auto.start)))])                 # same shapes as the run
-        seconds = timed(lambda: engine(work, run.loader(auto.start)), device)
+        seconds, cpu = timed(lambda: engine(work, run.loader(auto.start)), device)
+        peak = peak_memory(device)                      # before profiling and FLOP counting add their own
         x, labels = first[0].to(device), first[1].to(device)
         if args.profile:
             xb, lb, _ = next(iter(run.loader(auto.start)))
             xb, lb = xb.to(device), lb.to(device)
             batch = lambda: evaluation.evaluate_masks(model, xb, lb, None, cfg, block,  # noqa: E731
                                                       torch.stack([torch.zeros_like(blocked), blocked]), ig_rows)
-            profiled = profile_batch(batch, device, timed(batch, device))
+            profiled = profile_batch(batch, device, timed(batch, device)[0])
         flops = flops_per_image(lambda s: evaluation.evaluate_masks(
             model, x, labels, None, evaluation.EvalConfig(metric=args.metric, ig_steps=s, precision=cfg.precision),
             block, torch.stack([torch.zeros_like(blocked), blocked])), args.ig_steps)
     else:
         reference.run(model, [first], cfg, block, blocked, device)                     # warm-up
         results: dict = {}   # images are loaded inside the timed region, as the engine's loader does
-        seconds = timed(lambda: results.update(reference.run(model, run.loader(1), cfg, block, blocked, device)),
-                        device)
+        seconds, cpu = timed(lambda: results.update(reference.run(model, run.loader(1), cfg, block, blocked, device)),
+                             device)
+        peak = peak_memory(device)
         np.savez(work / "reference.npz", **{f"{cell}/{k}": v for cell, values in results.items() for k, v in values.items()})
         flops = flops_per_image(lambda s: reference.evaluate_image(
             model, first[0].to(device), int(first[1]), evaluation.EvalConfig(metric=args.metric, ig_steps=s),
             block, blocked), args.ig_steps)
-    result = {"role": args.role, "images": len(run.indices), "seconds": seconds, "flops_per_image": flops,
-              "rss_start_mib": rss_start, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+    result = {"role": args.role, "images": len(run.indices), "seconds": seconds, "cpu_seconds": cpu,
+              "flops_per_image": flops,
+              "rss_start_mib": rss_start, **peak,
               "threads": torch.get_num_threads(), "device": str(device), "ig_rows": ig_rows,
               "blocked": int(blocked.sum()), "channels": len(blocked),
               "profile": profiled if is_engine and args.profile else None}
@@ -320,10 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"work: {args.model}, {n} images, {args.block} with {eng['blocked']} of {eng['channels']} channels "
               f"blocked; IG-{args.ig_steps} + Saliency, {args.metric} sparsity and faithfulness, baseline + filtered; "
               f"{eng['device']}, {eng['threads']} threads")
-        print(f"reference (captum one image at a time, NumPy metrics, fp32): {ref['seconds']:.2f} s, "
+        print(f"reference (captum one image at a time, NumPy metrics, fp32): {ref['seconds']:.2f} s "
+              f"(CPU {ref['cpu_seconds']:.1f} s), "
               f"{speed['reference']:.2f} images/s, peak RSS {ref['peak_rss_mib']:.0f} MiB")
         print(f"engine (run_shared: batch {args.batch_size}, IG rows {eng['ig_rows']}, {args.precision}"
-              f"{', channels-last' if args.channels_last else ''}): {eng['seconds']:.2f} s, "
+              f"{', channels-last' if args.channels_last else ''}): {eng['seconds']:.2f} s "
+              f"(CPU {eng['cpu_seconds']:.1f} s), "
               f"{speed['engine']:.2f} images/s, peak RSS {eng['peak_rss_mib']:.0f} MiB "
               f"({eng['rss_start_mib']:.0f} MiB before the work)"
               + (f", CUDA peak {eng['cuda_peak_mib']:.0f} MiB" if eng["cuda_peak_mib"] is not None else ""))
@@ -350,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             print("engine peak memory by images: " + ", ".join(
                 f"{r['images']}: RSS {r['peak_rss_mib']:.0f} MiB"
                 + (f" / CUDA {r['cuda_peak_mib']:.0f} MiB" if r["cuda_peak_mib"] is not None else "") for r in mem))
+    print(f"ratio by CPU time: {ref['cpu_seconds'] / eng['cpu_seconds']:.2f}")
     print(f"ratio: {speed['engine'] / speed['reference']:.2f}")
     return 0 if ok or args.precision != "fp32" else 1
 
