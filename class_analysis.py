@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         block = resolve_block(run.loaded.spec, clusters.block)
         mask = channel_mask(channels, len(clusters.labels))
         mine = list(range(args.class_start, end))[rank::world]
-        auto = cli.AutoBatch(args.batch_size, device)   # with 'auto', a class that runs out of memory is redone in halves
+        auto = cli.AutoBatch(args.batch_size, device)   # 'auto': a class that runs out of memory is redone in halves
         start = time.time()
         n_images = 0
         for c in tqdm(mine, desc=f"classes (rank {rank}/{world})", unit="class", disable=None):

@@ -216,7 +216,8 @@ def role(args) -> dict:
         seconds, cpu = timed(lambda: results.update(reference.run(model, run.loader(1), cfg, block, blocked, device)),
                              device)
         peak = peak_memory(device)
-        np.savez(work / "reference.npz", **{f"{cell}/{k}": v for cell, values in results.items() for k, v in values.items()})
+        np.savez(work / "reference.npz",
+                 **{f"{cell}/{k}": v for cell, values in results.items() for k, v in values.items()})
         flops = flops_per_image(lambda s: reference.evaluate_image(
             model, first[0].to(device), int(first[1]), evaluation.EvalConfig(metric=args.metric, ig_steps=s),
             block, blocked), args.ig_steps)

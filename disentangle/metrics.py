@@ -99,7 +99,7 @@ def faithfulness(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     step = chunk or n
     p = []
     for start in range(0, n, step):
-        r = torch.arange(start, min(start + step, n), device=x.device) # rows (map, image), map-major
+        r = torch.arange(start, min(start + step, n), device=x.device)  # rows (map, image), map-major
         p.append(target_probability(forward, masked_input(x[r % b], maps[r], metric, fraction, mask_value),
                                     target[r % b]))
     return (p_clean - torch.cat(p).view(-1, b)).view(attr.shape[:-3])    # (K, B) or (B,)

@@ -25,7 +25,8 @@ def test_reference_and_engine_agree(tiny):
     x, labels, _ = next(iter(make_loader(world, idx, 4)))
     results = evaluate_masks(tiny.model, x, labels, None, cfg, block, torch.stack([torch.zeros_like(blocked), blocked]),
                              ig_internal_batch=12, keep_maps=True)
-    eng = {cell: {"index": idx, **{k: v.numpy() for k, v in res.items()}} for cell, res in zip(reference.CELLS, results)}
+    eng = {cell: {"index": idx, **{k: v.numpy() for k, v in res.items()}}
+           for cell, res in zip(reference.CELLS, results)}
     lines, ok = throughput.compare(ref, eng, "fp32", cfg.metric)
     assert ok, lines
     assert not np.allclose(ref["baseline"]["ig_attr"], ref["filtered"]["ig_attr"])   # the cluster mattered
