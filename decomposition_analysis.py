@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                           desc="decomposition", unit="batch"):
         x, y = x.to(run.device), y.to(run.device)
         target = predictions(model, x, y, EvalConfig())["target"]
-        full, parts = decomposition.cluster_maps(model, x, target, block, labels, args.method, args.ig_steps, args.ig_batch)
+        full, parts = decomposition.cluster_maps(model, x, target, block, labels, args.method, args.ig_steps, args.ig_batch,
+                                                   spec.stem)
         for key, v in decomposition.shares(full, parts).items():
             collected[key].append(v.cpu().numpy())
     stats = {k: np.concatenate(v, axis=-1) for k, v in collected.items()}     # (k, N) and (N,)

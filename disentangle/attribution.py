@@ -7,10 +7,13 @@ The model's parameters are frozen at load time, so only input gradients are comp
 """
 from __future__ import annotations
 
-from typing import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 from torch.profiler import record_function
@@ -40,6 +43,15 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
 # so dy/dx = sum_c (dy/dh_c)(dh_c/dx). Blocking (detaching) a set of channels removes exactly their
 # terms. So one forward pass and one backward pass down to the block serve every channel mask; only
 # the last step, the vector-Jacobian product from h back to the input with (keep * dy/dh), differs.
+#
+# The stem. IG's rows are alpha * x. A stem of affine layers A (convolutions, batch norm in eval
+# mode) gives A(alpha x) = A(0) + alpha (A(x) - A(0)), and A(0) is the same at every pixel of a
+# channel; a max-pool after a ReLU then commutes with both (for alpha > 0 the window's argmax does
+# not depend on alpha, and max(relu(.)) = relu(max(.))). So the stem runs once per image, each row
+# enters after it as relu(A0 + alpha * D) with D = pool(A(x) - A(0)), and because everything from
+# there back to x is linear and the same for every step, the rows' gradients are summed over the
+# steps first and taken back through the stem once per image. Exact up to float rounding; it
+# removes the most memory-heavy layers (full resolution) from every IG row.
 
 
 def gauss_legendre(steps: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,14 +61,106 @@ def gauss_legendre(steps: int, device: torch.device | str = "cpu") -> tuple[torc
             torch.tensor(0.5 * weights, dtype=torch.float32, device=device))
 
 
-def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor, block: str,
-                     keep: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Input gradients of each row's target logit, once per channel mask, one mask at a time.
+@dataclass
+class Entry:
+    """Where the engine's rows enter the model. A row of image ``i`` at step ``alpha`` is
+    ``offset + alpha * direction[i]``, fed as ``act(row)`` in place of module ``feed``'s output
+    while the modules up to it run on ``stand_in``, a 1x1 image (``feed`` None: the row is the
+    model's input). ``back(g, retain_graph)`` takes a gradient with respect to rows ``(B, ...)`` to
+    one with respect to the images ``(B, C, H, W)``."""
+    direction: torch.Tensor
+    offset: torch.Tensor | float = 0.0
+    feed: str | None = None
+    stand_in: torch.Tensor | None = None
+    act: Callable[[torch.Tensor], torch.Tensor] = lambda r: r
+    back: Callable[[torch.Tensor, bool], torch.Tensor] = lambda g, retain: g
 
-    ``rows (N, C, H, W)``, ``target (N,)``, ``keep (M, Cb)``: 1 where a block channel's gradient
-    path stays open. Yields M tensors ``(N, C, H, W)``, each equal to the gradient with that mask's
-    blocked channels detached at ``block`` (the forward pass is the same for every mask). Yielding
-    lets the caller fold each into its sum before the next exists (memory: one gradient, not M).
+
+def _stem_modules(model: nn.Module, stem: Sequence[str]) -> tuple[list[nn.Module], nn.Module | None]:
+    """The stem's affine layers and its max-pool (None without one); anything else is an error."""
+    modules = [model.get_submodule(p) for p in stem]
+    n = 0
+    while n < len(modules) and (isinstance(modules[n], nn.Conv2d)
+                                or (type(modules[n]) is nn.BatchNorm2d and not modules[n].training)):
+        n += 1
+    rest = modules[n:]
+    if n == 0 or rest and [type(m) for m in rest] != [nn.ReLU, nn.MaxPool2d]:
+        raise ValueError(f"stem {list(stem)} is not affine layers (Conv2d, eval BatchNorm2d), optionally "
+                         f"followed by ReLU and MaxPool2d")
+    return modules[:n], rest[1] if rest else None
+
+
+def entry(model: nn.Module, x: torch.Tensor, stem: Sequence[str] = ()) -> Entry:
+    """The rows' entry for images ``x (B, C, H, W)``: after the model's ``stem`` (module paths in
+    forward order, see above), or at the input when ``stem`` is empty."""
+    if not stem:
+        return Entry(x)
+    affine, pool = _stem_modules(model, stem)
+
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        for m in affine:
+            t = m(t)
+        return t
+
+    with torch.autocast(x.device.type, enabled=False):   # the stem's one pass per image stays fp32
+        base = apply(torch.zeros_like(x[:1]))                                   # (1, C', H', W')
+        if pool is not None and not torch.equal(base.amax((2, 3)), base.amin((2, 3))):
+            raise ValueError(f"stem {list(stem)}: its value at a zero input varies over pixels, so the "
+                             f"max-pool cannot be moved")
+        xr = x.detach().requires_grad_()
+        mapped = apply(xr)
+        if pool is not None:
+            mapped, base = pool(mapped), pool(base)
+        direction = (mapped - base).detach()
+
+    def back(g: torch.Tensor, retain: bool) -> torch.Tensor:
+        return torch.autograd.grad(mapped, xr, grad_outputs=g.to(mapped.dtype), retain_graph=retain)[0]
+
+    return Entry(direction, base, stem[-1], x[:1, :, :1, :1], F.relu if pool is not None else lambda r: r, back)
+
+
+class _Affine(nn.Module):
+    """An eval-mode ``BatchNorm2d`` as one multiply-add per element, ``x * scale + shift``: its
+    gradient is one multiply, where the CPU's ``native_batch_norm_backward`` takes about four times
+    as long as the forward pass."""
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        self.register_buffer("scale", scale.detach().view(1, -1, 1, 1))
+        self.register_buffer("shift", (bn.bias - bn.running_mean * scale).detach().view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+@contextmanager
+def affine_norms(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with its eval-mode ``BatchNorm2d`` layers replaced by ``_Affine`` for the duration of
+    a ``with`` block (put back in ``finally``). Hooks by module path still find them."""
+    swapped = []
+    try:
+        for name, m in list(model.named_modules()):
+            if type(m) is nn.BatchNorm2d and not m.training and m.running_var is not None and m.affine:
+                parent, _, child = name.rpartition(".")
+                owner = model.get_submodule(parent)
+                setattr(owner, child, _Affine(m))
+                swapped.append((owner, child, m))
+        yield model
+    finally:
+        for owner, child, m in swapped:
+            setattr(owner, child, m)
+
+
+def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor, block: str,
+                     keep: torch.Tensor, at: Entry | None = None) -> Iterator[torch.Tensor]:
+    """Gradients of each row's target logit with respect to the rows, once per channel mask.
+
+    ``rows (N, ...)``: model inputs, or rows entering at ``at`` (an ``Entry``). ``target (N,)``,
+    ``keep (M, Cb)``: 1 where a block channel's gradient path stays open. Yields M tensors shaped
+    like ``rows``, each equal to the gradient with that mask's blocked channels detached at
+    ``block`` (the forward pass is the same for every mask). Yielding lets the caller fold each
+    into its sum before the next exists (memory: one gradient, not M).
     """
     rows = rows.detach().requires_grad_()
     store: dict[str, torch.Tensor] = {}
@@ -66,8 +170,10 @@ def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
         store["leaf"] = output.detach().requires_grad_()
         return store["leaf"]
 
-    with hooks(model, [(block, split)]), record_function("engine: forward"):
-        logits = model(rows)
+    fed = at is not None and at.feed is not None
+    feed = [(at.feed, lambda module, inputs, output: at.act(rows))] if fed else []
+    with hooks(model, feed + [(block, split)]), record_function("engine: forward"):
+        logits = model(at.stand_in if fed else rows)
     with record_function("engine: backward to the block"):
         upper, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["leaf"])   # (N, Cb, h, w)
     del logits
@@ -79,32 +185,45 @@ def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
         yield g
 
 
+def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block: str, keep: torch.Tensor,
+                   alphas: torch.Tensor, weights: torch.Tensor, chunk: int | None = None,
+                   stem: Sequence[str] = ()) -> torch.Tensor:
+    """``sum_s weights[s] * d logit_t / dx`` at ``alphas[s] * x``, for every mask of ``keep (M, Cb)``:
+    ``(M, B, C, H, W)`` for ``x (B, C, H, W)``, ``target (B,)``, ``alphas, weights (S,)``.
+
+    The ``S x B`` rows (step-major, as captum orders them) go ``chunk`` at a time through one shared
+    pass each; with a ``stem`` they enter after it (see above) unless ``block`` is part of it.
+    """
+    e = entry(model, x, () if block in stem else stem)
+    b, total = len(x), len(alphas) * len(x)
+    chunk = chunk or total
+    acc = [torch.zeros_like(e.direction, dtype=x.dtype) for _ in keep]     # keeps the memory format
+    with affine_norms(model):
+        for start in range(0, total, chunk):
+            r = torch.arange(start, min(start + chunk, total), device=x.device)
+            step, img = r // b, r % b
+            rows = e.offset + e.direction[img] * alphas[step].view(-1, *(1,) * (x.dim() - 1))
+            w = weights[step].view(-1, *(1,) * (x.dim() - 1))
+            for m, g in enumerate(masked_gradients(model, rows, target[img], block, keep, e)):
+                acc[m].index_add_(0, img, (g * w).to(x.dtype))
+    return torch.stack([e.back(acc[m], m < len(keep) - 1) for m in range(len(keep))])
+
+
 def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, block: str,
-                        keep: torch.Tensor, ig_steps: int = 50, chunk: int | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        keep: torch.Tensor, ig_steps: int = 50, chunk: int | None = None,
+                        stem: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """IG or Saliency of ``x (B, C, H, W)`` for every mask of ``keep (M, Cb)`` in one shared pass.
 
     Returns attributions ``(M, B, C, H, W)`` and for IG the convergence delta ``(M, B)``
     (``sum(attr) - (f(x) - f(0))``, as captum computes it with the mask's hook installed).
-    IG rows (image, step) are processed ``chunk`` at a time in captum's step-major order.
+    IG rows (image, step) are processed ``chunk`` at a time; ``stem``: see ``path_gradients``.
     """
     if method == "saliency":
-        return torch.stack([g.abs() for g in masked_gradients(model, x, target, block, keep)]), None
+        one = torch.ones(1, device=x.device)
+        return path_gradients(model, x, target, block, keep, one, one, chunk, stem).abs(), None
     if method != "ig":
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    b = len(x)
-    alphas, weights = gauss_legendre(ig_steps, x.device)
-    total = ig_steps * b
-    chunk = chunk or total
-    acc = torch.zeros((len(keep),) + tuple(x.shape), dtype=x.dtype, device=x.device)   # (M, B, C, H, W)
-    for start in range(0, total, chunk):
-        r = torch.arange(start, min(start + chunk, total), device=x.device)
-        step, img = r // b, r % b                                                  # step-major rows
-        rows = x[img] * alphas[step].view(-1, 1, 1, 1)                             # (n, C, H, W), zero baseline
-        w = weights[step].view(-1, 1, 1, 1)
-        for m, g in enumerate(masked_gradients(model, rows, target[img], block, keep)):   # g: (n, C, H, W)
-            acc[m].index_add_(0, img, g * w)
-    attr = x[None] * acc
+    attr = x[None] * path_gradients(model, x, target, block, keep, *gauss_legendre(ig_steps, x.device), chunk, stem)
     with torch.no_grad():   # f(baseline) is one row: the all-zero baseline is the same for every image
         gap = (model(x) - model(torch.zeros_like(x[:1]))).float().gather(1, target[:, None]).squeeze(1)  # (B,)
     return attr, attr.flatten(2).sum(2) - gap[None]

@@ -6,25 +6,30 @@ Saliency's signed gradient and for IG; the remainder ``full - sum(clusters)`` is
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
-from .attribution import masked_attributions, masked_gradients
+from .attribution import masked_attributions, path_gradients
 
 
 def cluster_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block: str, labels: torch.Tensor,
-                 method: str, ig_steps: int = 50, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 method: str, ig_steps: int = 50, chunk: int | None = None, stem: Sequence[str] = ()
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x (B, C, H, W)`` -> full signed map ``(B, C, H, W)`` and one map per cluster ``(k, B, C, H, W)``.
 
     ``labels (Cb,)``: each block channel's cluster. Saliency maps are the signed gradients here.
+    ``stem``: the model's (``ModelSpec.stem``), run once per image.
     """
     k = int(labels.max()) + 1
     only = torch.nn.functional.one_hot(labels.long(), k).T.float()                 # (k, Cb): one path open
     keep = torch.cat([torch.ones(1, len(labels)), only]).to(x.device)
     if method == "ig":
-        maps, _ = masked_attributions(model, x, target, "ig", block, keep, ig_steps, chunk)
+        maps, _ = masked_attributions(model, x, target, "ig", block, keep, ig_steps, chunk, stem)
     elif method == "saliency":
-        maps = torch.stack(list(masked_gradients(model, x, target, block, keep)))
+        one = torch.ones(1, device=x.device)
+        maps = path_gradients(model, x, target, block, keep, one, one, chunk, stem)
     else:
         raise ValueError(f"unknown method {method!r}")
     return maps[0], maps[1:]

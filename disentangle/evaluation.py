@@ -183,13 +183,14 @@ def _write_batch(out_dir: Path, b: int, indices: torch.Tensor, labels: torch.Ten
 
 def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None,
                    cfg: EvalConfig, block: str, blocked: torch.Tensor, ig_internal_batch: int | None = None,
-                   keep_maps: bool = False) -> list[dict[str, torch.Tensor]]:
+                   keep_maps: bool = False, stem: Sequence[str] = ()) -> list[dict[str, torch.Tensor]]:
     """``evaluate_batch`` for every channel mask of ``blocked (M, Cb)`` at once (detach semantics).
 
     The forward pass is the same for every mask, so predictions are computed once; attributions
     come from one shared pass (``attribution.masked_attributions``), and the faithfulness images of
     every mask go through the model together (``ig_internal_batch`` rows per pass). ``target (B,)``: as in
-    ``evaluate_batch``. Returns one dict per mask with the keys of ``evaluate_batch``, the
+    ``evaluate_batch``; ``stem``: the model's stem (``ModelSpec.stem``), run once per image instead
+    of once per IG step. Returns one dict per mask with the keys of ``evaluate_batch``, the
     attribution maps ``{m}_attr (B, C, H, W)`` only with ``keep_maps``.
     """
     with autocast(x.device, cfg.precision):
@@ -198,7 +199,8 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
         out = [dict(shared) for _ in range(len(blocked))]
         keep = (~blocked).to(x.device, torch.float32)
         for m in cfg.methods:
-            attr, delta = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, ig_internal_batch)
+            attr, delta = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, ig_internal_batch,
+                                              stem)
             with record_function("engine: metrics"):
                 spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
                 drops = faithfulness(model, x, attr, target, cfg.metric, cfg.drop_fraction, cfg.mask_value,
@@ -214,10 +216,12 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
 
 def run_shared(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[tuple[Path, torch.Tensor]],
                device: torch.device, targets: dict[int, int] | None = None, ig_internal_batch: int | None = None,
-               desc: str = "shared pass", save_attributions: bool = False, auto: AutoBatch | None = None) -> None:
+               desc: str = "shared pass", save_attributions: bool = False, auto: AutoBatch | None = None,
+               stem: Sequence[str] = ()) -> None:
     """Like ``run`` with a detach hook, for many ``(out_dir, blocked (Cb,))`` cells of one block in
     one pass over the images. Each cell gets the per-batch parts ``run`` writes (and with
-    ``save_attributions`` its maps). ``targets``: as in ``run`` (None: ``cfg.target`` decides)."""
+    ``save_attributions`` its maps). ``targets``: as in ``run`` (None: ``cfg.target`` decides);
+    ``stem``: as in ``evaluate_masks``."""
     blocked = torch.stack([mask for _, mask in cells]).to(device)
     for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
         name = f"batch_{b:05d}.npz"
@@ -227,7 +231,7 @@ def run_shared(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Seq
         target = None if targets is None else torch.tensor([targets[int(i)] for i in indices], device=device)
         results = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_masks(
             model, x_dev[i], labels_dev[i], None if target is None else target[i], cfg, block, blocked, rows,
-            keep_maps=save_attributions))
+            keep_maps=save_attributions, stem=stem))
         for (out, _), res in zip(cells, results):
             _write_batch(out, b, indices, labels, res, cfg.methods, save_attributions)
 

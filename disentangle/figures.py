@@ -77,10 +77,11 @@ class Panels:
 
 
 def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: torch.Tensor, cfg: FigureConfig,
-                       target: torch.Tensor | None = None) -> Panels:
+                       target: torch.Tensor | None = None, stem: Sequence[str] = ()) -> Panels:
     """Maps and metrics of ``x (B, C, H, W)`` for ``target (B,)`` (default: the prediction), with
     the block channels where ``blocked (Cb,)`` is True open and then detached at ``block`` (a
-    submodule path). One ``masked_attributions`` call per method serves both maps."""
+    submodule path). One ``masked_attributions`` call per method serves both maps; ``stem``: the
+    model's (``ModelSpec.stem``)."""
     with torch.no_grad():
         probs = model(x).float().softmax(1)                                     # (B, classes)
     if target is None:
@@ -89,7 +90,8 @@ def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: t
     keep = torch.stack([torch.ones(len(blocked)), (~blocked.cpu()).float()]).to(x.device)   # (2, Cb)
     methods = {}
     for m in METHODS:
-        attr, _ = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, cfg.ig_batch)  # (2, B, C, H, W)
+        attr, _ = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, cfg.ig_batch,
+                                      stem)                                                    # (2, B, C, H, W)
         base, filt = attr[0].abs().sum(1), attr[1].abs().sum(1)                                      # (B, H, W)
         entry = {"baseline": base, "filtered": filt, "difference": filt - base,
                  "masked": masked_input(x, attr[0], cfg.metric, cfg.drop_fraction, cfg.mask_value),
@@ -270,7 +272,7 @@ def render(run: cli.Setup, clusters: pipeline.Clusters, indices: Sequence[int], 
     loader = make_loader(run.dataset, indices, batch_size, run.workers, run.device)
     for x, labels, idx in tqdm(loader, desc="attribution figures", unit="batch"):
         x = x.to(run.device)
-        panels = attribution_panels(model, x, block, blocked, cfg)
+        panels = attribution_panels(model, x, block, blocked, cfg, stem=spec.stem)
         images = denormalise(x.cpu().numpy(), spec.mean, spec.std)                     # (B, H, W, 3)
         masked = {m: denormalise(d["masked"], spec.mean, spec.std) for m, d in panels.methods.items()}
         for j, (i, label) in enumerate(zip(idx.tolist(), labels.tolist())):

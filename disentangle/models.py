@@ -39,6 +39,10 @@ class ModelSpec:
     convert: Callable[[StateDict, nn.Module], StateDict] = field(default=lambda sd, model: sd)
     interpolation: T.InterpolationMode = T.InterpolationMode.BILINEAR
     default_data: str = "imagenet"
+    # The modules that first see the input, in forward order: affine layers (Conv2d, BatchNorm2d),
+    # optionally then ReLU and MaxPool2d. The attribution engine runs them once per image instead of
+    # once per IG step (attribution.entry). Empty: no such stem.
+    stem: tuple[str, ...] = ()
 
     def transform(self, square: bool = False) -> T.Compose:
         """PIL image -> normalised ``(3, S, S)`` tensor, ``S = input_size``.
@@ -133,29 +137,31 @@ _IMAGENET = dict(num_classes=1000, input_size=224, resize_size=256,
 _DENSE_BLOCKS = {f"block_{i}": f"features.denseblock{i}" for i in range(1, 5)}
 _RESNET_BLOCKS = {f"layer{i}": f"layer{i}" for i in range(1, 5)}
 _TV = torchvision.models
+_DENSE_STEM = ("features.conv0", "features.norm0", "features.relu0", "features.pool0")
+_RESNET_STEM = ("conv1", "bn1", "relu", "maxpool")
 
 MODELS: dict[str, ModelSpec] = {
     "tiny_densenet": ModelSpec(
         "tiny_densenet", build_tiny_densenet, _DENSE_BLOCKS, "features.norm5", num_classes=12,
         input_size=56, resize_size=56, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
         default_weights=_tiny_weights, classifier="classifier", convert=_convert_densenet,
-        default_data="concepts"),
+        default_data="concepts", stem=_DENSE_STEM),
     "densenet121": ModelSpec(
         "densenet121", lambda n: _TV.densenet121(num_classes=n), _DENSE_BLOCKS, "features.norm5",
         default_weights=_hub_weights("densenet121", _TV.DenseNet121_Weights.IMAGENET1K_V1.url),
-        classifier="classifier", convert=_convert_densenet, **_IMAGENET),
+        classifier="classifier", convert=_convert_densenet, stem=_DENSE_STEM, **_IMAGENET),
     "resnet18": ModelSpec(
         "resnet18", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_hub_weights("resnet18", _TV.ResNet18_Weights.IMAGENET1K_V1.url),
-        classifier="fc", **_IMAGENET),
+        classifier="fc", stem=_RESNET_STEM, **_IMAGENET),
     "resnet50": ModelSpec(
         "resnet50", lambda n: _TV.resnet50(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_hub_weights("resnet50", _TV.ResNet50_Weights.IMAGENET1K_V1.url),
-        classifier="fc", **_IMAGENET),
+        classifier="fc", stem=_RESNET_STEM, **_IMAGENET),
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", _build_efficientnet_lite0, {f"block_{i + 1}": f"blocks.{i}" for i in range(7)},
         "bn2", default_weights=_efficientnet_weights, classifier="classifier", convert=_convert_by_position,
-        interpolation=T.InterpolationMode.BICUBIC,
+        interpolation=T.InterpolationMode.BICUBIC, stem=("conv_stem",),
         **{**_IMAGENET, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}),
 }
 
