@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import os
 import sys
@@ -164,9 +165,27 @@ class Setup:
                 "data": data_mod.describe(self.dataset), "images": len(self.indices)}
 
 
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of unmapping them.
+
+    PyTorch has no caching allocator on the CPU, and glibc maps each large block afresh, so every
+    forward and backward pass page-faults its activations in again. Measured on 2 cores
+    (tiny_densenet, 200 images, bench/throughput.py): the engine 8.4 -> 5.7 s, the reference
+    29.1 -> 26.8 s. Freed memory stays with the process, so its resident size stays at its peak.
+    Nothing to do where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: map only blocks above 32 MiB
+    libc.mallopt(-1, 1 << 30)     # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+
+
 def setup(args: argparse.Namespace) -> Setup:
     """Seed, then check every input (model, data, images) before any work or writing starts."""
     set_seeds(args.seed)
+    keep_freed_memory()
     device = resolve_device(args.device)
     # Attributions are compared per image across runs and devices: keep CUDA in full fp32. With
     # TF32 convolutions an H200 flipped a prediction and moved per-image metrics by up to 0.07 from
