@@ -18,6 +18,8 @@ disagree beyond the tolerance.
 """
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 import os
 import platform
@@ -41,20 +43,27 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench import reference  # noqa: E402
 from disentangle import cli, evaluation  # noqa: E402
+from disentangle.data import make_loader  # noqa: E402
 from disentangle.experiment import random_channels  # noqa: E402
 from disentangle.hooks import capture_hooks, channel_mask, hooks  # noqa: E402
 from disentangle.models import resolve_block  # noqa: E402
 
 # Peak dense FLOP/s of one NVIDIA H100 SXM (datasheet): fp32 without tensor cores, bf16/fp16 tensor cores.
 H100_PEAK_TFLOPS = {"fp32": 67.0, "bf16": 989.4, "fp16": 989.4}
-# fp32 agreement: each map's L1 difference within MAP_TOL of its L1 mass, scalars within SCALAR_TOL. Not a
+# fp32 agreement: each map's L1 difference within MAP_TOL of its L1 mass (IG's delta too: it is the map's
+# sum less f(x) - f(0)), the other scalars within SCALAR_TOL. Not a
 # pointwise bound: where a ReLU input sits at 0 within rounding, the two sides' (equally valid) float
 # orders can switch the ReLU and so the gradient of a few pixels (seen once in 200 Saliency maps: 134 of
 # 9408 values off by 1.4e-3 of the map's largest, L1 1.5e-4); the pointwise maximum is printed too.
+# Max-pools do the same on flat images: equal values within rounding make the pool's argmax, and so
+# where the gradient goes, depend on float order. The engine takes the stem's argmax once per image
+# (exact arithmetic would give that one); the fp32 reference re-rounds it at every IG step, which moved
+# one concept-world image's IG map by 1.9e-3 of its mass and its delta by 7e-3 from the float64 answer.
+# Images outside the tolerance are therefore recomputed by the reference in float64 and judged by that.
 MAP_TOL, SCALAR_TOL = 1e-3, 1e-4
 SCALARS = ("confidence", "ig_delta", "ig_sparsity", "ig_faithfulness", "saliency_sparsity", "saliency_faithfulness")
 ROLES = ("reference", "engine")
-IG_ROWS = {"cuda": 256, "cpu": 32}       # default --ig-batch per device type
+IG_ROWS = {"cuda": 256, "cpu": 128}      # default --ig-batch per device type
 
 
 def parser() -> cli.Parser:
@@ -68,7 +77,7 @@ def parser() -> cli.Parser:
     w.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
     w.add_argument("--ig-batch", type=int, default=None,
                    help=f"engine: rows (image x step) per IG forward/backward; default {IG_ROWS['cuda']} on CUDA, "
-                        f"{IG_ROWS['cpu']} on the CPU (fastest in the caches of the 2-core machine measured). The "
+                        f"{IG_ROWS['cpu']} on the CPU (fastest on the 2-core machine measured: 32 rows 28 ms per image, 128 rows 24, 256 rows 29). The "
                         f"reference gives captum one image's steps at a time")
     w.add_argument("--metric", default="patch", help="pixel or patch")
     w.add_argument("--block", default="block_1", help="named block whose channels the filtered cluster blocks")
@@ -189,11 +198,12 @@ def role(args) -> dict:
     first = next(iter(run.loader(1)))
     if is_engine:
         auto = cli.AutoBatch(args.batch_size, device)
+        stem = run.loaded.spec.stem
 
         def engine(out: Path, loader) -> None:
             cells = [(out / "baseline", torch.zeros_like(blocked)), (out / "filtered", blocked)]
             evaluation.run_shared(model, loader, cfg, block, cells, device, None, ig_rows,
-                                  desc="engine", save_attributions=True, auto=auto)
+                                  desc="engine", save_attributions=True, auto=auto, stem=stem)
             for cell, _ in cells:
                 evaluation.finalize(cell, cfg)
 
@@ -205,11 +215,12 @@ def role(args) -> dict:
             xb, lb, _ = next(iter(run.loader(auto.start)))
             xb, lb = xb.to(device), lb.to(device)
             batch = lambda: evaluation.evaluate_masks(model, xb, lb, None, cfg, block,  # noqa: E731
-                                                      torch.stack([torch.zeros_like(blocked), blocked]), ig_rows)
+                                                      torch.stack([torch.zeros_like(blocked), blocked]), ig_rows,
+                                                      stem=stem)
             profiled = profile_batch(batch, device, timed(batch, device)[0])
         flops = flops_per_image(lambda s: evaluation.evaluate_masks(
             model, x, labels, None, evaluation.EvalConfig(metric=args.metric, ig_steps=s, precision=cfg.precision),
-            block, torch.stack([torch.zeros_like(blocked), blocked])), args.ig_steps)
+            block, torch.stack([torch.zeros_like(blocked), blocked]), stem=stem), args.ig_steps)
     else:
         reference.run(model, [first], cfg, block, blocked, device)                     # warm-up
         results: dict = {}   # images are loaded inside the timed region, as the engine's loader does
@@ -271,28 +282,92 @@ def spearman_per_image(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
                      for x, y in zip(a, b)])
 
 
-def compare(ref: dict, eng: dict, precision: str, metric: str) -> tuple[list[str], bool]:
-    """Lines describing how the two sides' results differ, and whether they agree within tolerance."""
+def take(values: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in values.items()}
+
+
+def differences(r: dict, e: dict) -> dict[str, np.ndarray]:
+    """Per image: each map's L1 difference relative to ``r``'s L1 mass and its largest pointwise
+    difference relative to ``r``'s largest value (``{m}_attr``, ``{m}_point``), and each scalar's
+    absolute difference."""
+    out = {}
+    for m in ("ig", "saliency"):
+        a, b = r[f"{m}_attr"], e[f"{m}_attr"]                                   # (n, C, H, W)
+        diff, size = np.abs(a - b).reshape(len(a), -1), np.abs(a).reshape(len(a), -1).clip(1e-30)
+        out[f"{m}_attr"], out[f"{m}_point"] = diff.sum(1) / size.sum(1), diff.max(1) / size.max(1)
+        out[f"{m}_mass"] = size.sum(1)
+    return {**out, **{k: np.abs(r[k] - e[k]) for k in SCALARS}}
+
+
+def outside(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per measure of ``differences``, ``(n,)`` bool: outside the fp32 tolerance. IG's delta is
+    ``sum(map) - (f(x) - f(0))``, so its tolerance is the map's: MAP_TOL of the map's L1 mass."""
+    return {"ig_attr": d["ig_attr"] > MAP_TOL, "saliency_attr": d["saliency_attr"] > MAP_TOL,
+            "ig_delta": d["ig_delta"] > MAP_TOL * d["ig_mass"],
+            **{k: d[k] > SCALAR_TOL for k in SCALARS if k != "ig_delta"}}
+
+
+def within(d: dict[str, np.ndarray]) -> np.ndarray:
+    """``(n,)`` bool: every map and scalar of ``differences`` within the fp32 tolerance."""
+    return ~np.any(list(outside(d).values()), axis=0)
+
+
+def compare(ref: dict, eng: dict, precision: str, metric: str,
+            float64: Callable[[np.ndarray], dict] | None = None) -> tuple[list[str], bool]:
+    """Lines describing how the two sides' results differ, and whether they agree within tolerance.
+
+    fp32 images outside the tolerance go to ``float64(positions)``, the reference recomputed in
+    float64 for them: the engine still agrees if it is within tolerance of that exact answer (the
+    difference was then the fp32 reference's own rounding)."""
     lines, ok = [], True
     for cell in reference.CELLS:
         r, e = ref[cell], eng[cell]
         assert (r["index"] == e["index"]).all(), "the two sides evaluated different images"
         same = r["target"] == e["target"]
+        rows = np.flatnonzero(same)
+        d = differences(take(r, rows), take(e, rows))
         parts = [f"{cell:8s} targets equal {same.sum()}/{len(same)}"]
         for m in ("ig", "saliency"):
-            a, b = r[f"{m}_attr"][same], e[f"{m}_attr"][same]                    # (n, C, H, W)
-            diff, size = np.abs(a - b).reshape(len(a), -1), np.abs(a).reshape(len(a), -1).clip(1e-30)
-            l1, point = float((diff.sum(1) / size.sum(1)).max()), float((diff.max(1) / size.max(1)).max())
-            parts.append(f"{m} map L1 {l1:.1e} (pointwise {point:.1e})")
-            ok &= l1 <= MAP_TOL
+            parts.append(f"{m} map L1 {d[f'{m}_attr'].max():.1e} (pointwise {d[f'{m}_point'].max():.1e})")
             if precision != "fp32":
-                rho = spearman_per_image(a, b, metric)
+                rho = spearman_per_image(r[f"{m}_attr"][rows], e[f"{m}_attr"][rows], metric)
                 parts.append(f"{m} Spearman median {np.median(rho):.4f} min {rho.min():.4f}")
         lines.append(", ".join(parts))
-        diffs = {k: np.abs(r[k][same] - e[k][same]) for k in SCALARS}
-        lines.append("           " + ", ".join(f"{k} max {d.max():.1e} mean {d.mean():.1e}" for k, d in diffs.items()))
-        ok &= all(d.max() <= SCALAR_TOL for d in diffs.values()) and bool(same.all())
+        lines.append("           " + ", ".join(f"{k} max {d[k].max():.1e} mean {d[k].mean():.1e}" for k in SCALARS))
+        ok &= bool(same.all())
+        if precision != "fp32":
+            continue
+        rest = rows[~within(d)]
+        if len(rest) and float64 is not None:
+            exact = float64(rest)[cell]
+            to_engine, to_reference = differences(exact, take(e, rest)), differences(exact, take(r, rest))
+            settled = within(to_engine)
+            lines.append(f"           {len(rest)} image(s) outside the tolerance, recomputed by the reference in "
+                         f"float64: the engine is within tolerance of it for {settled.sum()}; largest map L1 to "
+                         f"float64: engine {max(to_engine['ig_attr'].max(), to_engine['saliency_attr'].max()):.1e}, "
+                         f"fp32 reference {max(to_reference['ig_attr'].max(), to_reference['saliency_attr'].max()):.1e}")
+            if not settled.all():
+                left = outside(take(to_engine, ~settled))
+                lines.append("           still outside against float64: " + ", ".join(
+                    f"{k} ({v.sum()})" for k, v in left.items() if v.any()))
+            rest = rest[~settled]
+        ok &= not len(rest)
     return lines, ok
+
+
+def float64_reference(args, positions: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The reference's results, computed in float64 (model and images), for the images at
+    ``positions`` of the run's image list, in that order."""
+    args = argparse.Namespace(**{**vars(args), "channels_last": False})
+    run = cli.setup(args)
+    model = copy.deepcopy(run.loaded.model).double()
+    block = resolve_block(run.loaded.spec, args.block)
+    blocked = blocked_mask(run, block, args.blocked_share, args.seed)
+    images = ((x.double(), label, index)
+              for x, label, index in make_loader(run.dataset, run.indices[positions], 1, 0, run.device))
+    cfg = evaluation.EvalConfig(metric=args.metric, ig_steps=args.ig_steps)
+    results = reference.run(model, images, cfg, block, blocked, run.device)
+    return {cell: {k: np.asarray(v, dtype=np.float64) for k, v in values.items()} for cell, values in results.items()}
 
 
 def machine() -> str:
@@ -342,9 +417,10 @@ def main(argv: list[str] | None = None) -> int:
               + (f", CUDA peak {eng['cuda_peak_mib']:.0f} MiB" if eng["cuda_peak_mib"] is not None else ""))
         lines, ok = compare(reference_results(Path(tmp) / f"reference_{runs['reference'].index(ref)}"),
                             engine_results(Path(tmp) / f"engine_{runs['engine'].index(eng)}"), args.precision,
-                            args.metric)
+                            args.metric, lambda positions: float64_reference(args, positions))
         print(f"agreement, {args.precision} engine vs fp32 reference " + (
-            f"(tolerance: each map's L1 difference {MAP_TOL:g} of its L1 mass, scalars {SCALAR_TOL:g}): "
+            f"(tolerance: each map's L1 difference and IG's delta {MAP_TOL:g} of the map's L1 mass, other scalars "
+            f"{SCALAR_TOL:g}): "
             f"{'within' if ok else 'NOT within'} tolerance" if args.precision == "fp32" else
             "(no tolerance: rank correlation of the importance and metric differences)"))
         print("\n".join(f"  {line}" for line in lines))

@@ -24,12 +24,60 @@ def test_reference_and_engine_agree(tiny):
     ref = reference.run(tiny.model, make_loader(world, idx, 1), cfg, block, blocked, torch.device("cpu"))
     x, labels, _ = next(iter(make_loader(world, idx, 4)))
     results = evaluate_masks(tiny.model, x, labels, None, cfg, block, torch.stack([torch.zeros_like(blocked), blocked]),
-                             ig_internal_batch=12, keep_maps=True)
+                             ig_internal_batch=12, keep_maps=True, stem=tiny.spec.stem)
     eng = {cell: {"index": idx, **{k: v.numpy() for k, v in res.items()}}
            for cell, res in zip(reference.CELLS, results)}
     lines, ok = throughput.compare(ref, eng, "fp32", cfg.metric)
     assert ok, lines
     assert not np.allclose(ref["baseline"]["ig_attr"], ref["filtered"]["ig_attr"])   # the cluster mattered
+
+
+def sides(n=3):
+    """Two sides' results for ``n`` images that agree exactly."""
+    gen = np.random.default_rng(0)
+    cell = {"index": np.arange(n), "target": np.zeros(n, int), "ig_attr": gen.normal(size=(n, 3, 14, 14)),
+            "saliency_attr": gen.random((n, 3, 14, 14)), **{k: gen.random(n) for k in throughput.SCALARS}}
+    return {c: dict(cell) for c in reference.CELLS}, {c: {k: v.copy() for k, v in cell.items()} for c in reference.CELLS}
+
+
+def test_float64_settles_where_the_fp32_reference_is_off():
+    ref, eng = sides()
+    off = ref["filtered"]["ig_attr"].copy()
+    off[1] *= 1.01                                                              # 1% of the map's mass
+    ref["filtered"]["ig_attr"] = off
+    asked = []
+
+    def exact(answer):
+        def float64(positions):
+            asked.append(positions.tolist())
+            return {c: {k: v[positions] for k, v in answer[c].items()} for c in reference.CELLS}
+        return float64
+
+    assert not throughput.compare(ref, eng, "fp32", "patch")[1]                 # no arbiter: outside tolerance
+    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(eng))       # float64 agrees with the engine
+    assert ok and asked == [[1]] and "within tolerance of it for 1" in "\n".join(lines)
+    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(ref))       # float64 agrees with the reference
+    assert not ok and "still outside against float64: ig_attr (1)" in "\n".join(lines)
+
+
+def test_float64_reference_recomputes_the_chosen_images(tmp_path, tiny):
+    args = throughput.parser().parse_args([*FAST, "--device", "cpu"])
+    assert throughput.main([*FAST, "--role", "reference", "--workdir", str(tmp_path)]) == 0
+    fp32 = throughput.reference_results(tmp_path)
+    exact = throughput.float64_reference(args, np.array([3, 1]))
+    for cell in reference.CELLS:
+        assert exact[cell]["index"].tolist() == fp32[cell]["index"][[3, 1]].tolist()
+        d = throughput.differences(exact[cell], throughput.take(fp32[cell], np.array([3, 1])))
+        assert throughput.within(d).all() and 0 < d["ig_attr"].max() < 1e-5   # float64 differs only by rounding
+
+
+def test_ig_delta_tolerance_follows_the_map_mass():
+    ref, eng = sides()
+    mass = np.abs(ref["baseline"]["ig_attr"]).reshape(3, -1).sum(1)
+    eng["baseline"]["ig_delta"] = ref["baseline"]["ig_delta"] + 0.5 * throughput.MAP_TOL * mass
+    assert throughput.compare(ref, eng, "fp32", "patch")[1]
+    eng["baseline"]["ig_delta"] = ref["baseline"]["ig_delta"] + 2 * throughput.MAP_TOL * mass
+    assert not throughput.compare(ref, eng, "fp32", "patch")[1]
 
 
 def test_bench_sides_in_process(tmp_path, tiny):
