@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             idx = classes.class_images(targets, c, args.images_per_class)
             row = auto(lambda size: classes.analyse_class(run.loaded.model, run.dataset, idx, cfg, block, mask,
-                                                          args.mode, size, device, auto.scaled(args.ig_batch)))
+                                                          args.mode, size, device, auto.scaled(args.ig_batch),
+                                                          run.loaded.spec.stem))
             classes.write_part(parts, c, {"class": c, "class_name": names[c], "n_images": len(idx), **row})
             n_images += len(idx)
         seconds = time.time() - start

@@ -24,12 +24,14 @@ def parser() -> cli.Parser:
     g.add_argument("--repeats", type=int, default=5, help="random neuron sets per controlled cluster")
     g.add_argument("--stats_images", type=int, default=1000, help="images for the neuron statistics")
     g.add_argument("--n_init", type=int, default=10, help="k-means restarts")
-    cli.add_model_data_args(p, images=100)
+    cli.add_model_data_args(p, images=100, engine=True)
     a = p.add_argument_group("attributions")
     a.add_argument("--metric", default="patch", help="pixel or patch")
     a.add_argument("--methods", default="ig,saliency", help="comma-separated, from ig, saliency")
     a.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps")
     a.add_argument("--ig-batch", type=int, default=256, help="rows per IG forward/backward")
+    a.add_argument("--precision", default="fp32",
+                   help="fp32, or bf16/fp16: the attribution stages' forward passes under autocast (mixed precision)")
     p.add_argument("--outputs", default="outputs", help="root folder of every artifact")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     return p

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,16 +33,17 @@ def class_images(targets: np.ndarray, cls: int, per_class: int) -> np.ndarray:
 
 def analyse_class(model: nn.Module, dataset, indices: np.ndarray, cfg: EvalConfig, block: str,
                   blocked: torch.Tensor, mode: str, batch_size: int, device: torch.device,
-                  ig_batch: int | None) -> dict[str, float]:
+                  ig_batch: int | None, stem: Sequence[str] = ()) -> dict[str, float]:
     """Means over one class's images of accuracy and, per method, sparsity and faithfulness of the
-    baseline and of the run with the ``blocked (C,)`` channels of ``block`` blocked (``mode``)."""
-    sums: dict[str, float] = {}
+    baseline and of the run with the ``blocked (C,)`` channels of ``block`` blocked (``mode``).
+    ``stem``: the model's (``ModelSpec.stem``), for the shared pass of ``mode="detach"``."""
+    sums: dict[str, torch.Tensor] = {}     # on the device: one copy to the host per class, not per batch
     for x, labels, _ in DataLoader(IndexedSubset(dataset, indices), batch_size=batch_size):
         x, labels = x.to(device), labels.to(device)
         target = predictions(model, x, labels, cfg)["target"]
         if mode == "detach":
             base, filt = evaluate_masks(model, x, labels, target, cfg, block,
-                                        torch.stack([torch.zeros_like(blocked), blocked]), ig_batch)
+                                        torch.stack([torch.zeros_like(blocked), blocked]), ig_batch, stem=stem)
         else:
             base = evaluate_batch(model, x, labels, cfg, ig_batch, target)
             with hooks(model, [(block, block_hook(blocked, mode))]):
@@ -52,8 +54,8 @@ def analyse_class(model: nn.Module, dataset, indices: np.ndarray, cfg: EvalConfi
                 values[f"baseline_{m}_{k}"] = base[f"{m}_{k}"]
                 values[f"filtered_{m}_{k}"] = filt[f"{m}_{k}"]
         for key, v in values.items():
-            sums[key] = sums.get(key, 0.0) + float(v.double().sum())
-    row = {k: v / len(indices) for k, v in sums.items()}
+            sums[key] = sums.get(key, 0) + v.double().sum()
+    row = {k: float(v) / len(indices) for k, v in sums.items()}
     for m in cfg.methods:
         for k in MEASURES:
             row[f"delta_{m}_{k}"] = row[f"filtered_{m}_{k}"] - row[f"baseline_{m}_{k}"]

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import experiment, pipeline
+from . import cli, experiment, pipeline
 from .errors import UserError
 from .hooks import MODES
 from .models import get_spec
@@ -77,10 +77,17 @@ def describe(steps: list[Step], args: argparse.Namespace) -> str:
             f"{controls} random-control runs, {len(steps)} steps; finished steps are skipped")
 
 
-def _model_data(args: argparse.Namespace) -> list[str]:
-    """Flags of the stages that choose model, data and runtime themselves."""
+def _images_per_batch(args: argparse.Namespace) -> int:
+    """``--batch-size``, or for 'auto' (which only the attribution stages take) the size it starts at."""
+    if args.batch_size != "auto":
+        return args.batch_size
+    return cli.AUTO_START["cuda" if cli.resolve_device(args.device).type == "cuda" else "cpu"]
+
+
+def _model_data(args: argparse.Namespace, engine: bool = False) -> list[str]:
+    """Flags of the stages that choose model, data and runtime themselves (``engine``: an attribution stage)."""
     out = ["--model", args.model, "--seed", str(args.seed), "--workers", str(args.workers),
-           "--device", args.device, "--batch-size", str(args.batch_size)]
+           "--device", args.device, "--batch-size", str(args.batch_size if engine else _images_per_batch(args))]
     for flag, value in (("--weights", args.weights), ("--data", args.data), ("--data-root", args.data_root)):
         if value is not None:
             out += [flag, value]
@@ -107,10 +114,11 @@ def execute(steps: list[Step], args: argparse.Namespace) -> None:
         print(f"[{i}/{len(steps)}] {step.label()}", flush=True)
         b, k, c = step.block, step.k, step.cluster
         if step.kind == "baseline":
-            code = baseline_eval.main([*_model_data(args), "--images", str(args.images),
+            code = baseline_eval.main([*_model_data(args, engine=True), "--images", str(args.images),
                                        "--metric", args.metric, "--methods", args.methods,
                                        "--ig-steps", str(args.ig_steps), "--ig-batch", str(args.ig_batch),
-                                       "--output_dir", str(base_dir)])
+                                       "--precision", args.precision, "--output_dir", str(base_dir)]
+                                      + (["--channels-last"] if args.channels_last else []))
         elif step.kind == "stats":
             code = neuron_stats.main([*_model_data(args), "--block", b, "--n_clusters", str(k),
                                       "--images", str(args.stats_images), "--n_init", str(args.n_init),
@@ -124,8 +132,8 @@ def execute(steps: list[Step], args: argparse.Namespace) -> None:
                      control_ks if step.kind == "blocked:detach" else [])
         elif step.kind == "accuracy":
             code = accuracy.main(["--block", b, "--k", str(k), "--cluster", str(c), "--device", args.device,
-                                  "--batches", str(max(1, args.images // args.batch_size)),
-                                  "--batch-size", str(args.batch_size),
+                                  "--batches", str(max(1, args.images // _images_per_batch(args))),
+                                  "--batch-size", str(_images_per_batch(args)),
                                   "--stats_dir", str(pipeline.stats_dir(b, k, root)),
                                   "--output", str(root / "accuracy" / f"acc_{b}_c{c}_k{k}.json")])
         elif step.kind == "controlviz":
@@ -142,7 +150,8 @@ def _blocked(args: argparse.Namespace, root: Path, block: str, mode: str, ks: li
     """Every filtered cluster of ``block`` (all k) and its controls, in ``mode``."""
     ns = argparse.Namespace(baseline_dir=str(root / "baseline"), images=None, metric=None, mode=mode,
                             device=args.device, workers=args.workers, batch_size=args.batch_size,
-                            ig_batch=args.ig_batch, overwrite=False, save_attributions=False)
+                            ig_batch=args.ig_batch, overwrite=False, save_attributions=False,
+                            channels_last=args.channels_last)
     clusterings = {k: pipeline.load_clusters(pipeline.stats_dir(block, k, root)) for k in ks}
     ctx = experiment.open_context(ns, clusterings[ks[0]])
     cells = []

@@ -137,3 +137,12 @@ def test_grid_resumes_after_interruption_to_the_same_summary(tmp_path, tiny, mon
     assert (cut / "mask_grid_summary.csv").read_bytes() == (full / "mask_grid_summary.csv").read_bytes()
     assert collect_metrics.main(["--outputs", str(cut), "--output", str(tmp_path / "again.csv")]) == 0
     assert (tmp_path / "again.csv").read_bytes() == (full / "mask_grid_summary.csv").read_bytes()
+
+
+def test_grid_passes_engine_flags_only_to_the_attribution_stages():
+    from disentangle import grid
+    args = run_experiments.parser().parse_args(["--batch-size", "auto", "--channels-last", "--precision", "bf16",
+                                                "--device", "cpu"])
+    assert grid._model_data(args, engine=True)[-2:] == ["--batch-size", "auto"]
+    assert grid._model_data(args)[-2:] == ["--batch-size", "32"]                # what 'auto' starts at on the CPU
+    assert args.channels_last and args.precision == "bf16"
