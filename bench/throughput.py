@@ -366,8 +366,7 @@ def float64_reference(args, positions: np.ndarray) -> dict[str, dict[str, np.nda
     images = ((x.double(), label, index)
               for x, label, index in make_loader(run.dataset, run.indices[positions], 1, 0, run.device))
     cfg = evaluation.EvalConfig(metric=args.metric, ig_steps=args.ig_steps)
-    results = reference.run(model, images, cfg, block, blocked, run.device)
-    return {cell: {k: np.asarray(v, dtype=np.float64) for k, v in values.items()} for cell, values in results.items()}
+    return reference.run(model, images, cfg, block, blocked, run.device)
 
 
 def machine() -> str:

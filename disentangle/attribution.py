@@ -45,8 +45,8 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
 # the last step, the vector-Jacobian product from h back to the input with (keep * dy/dh), differs.
 #
 # The stem. IG's rows are alpha * x. A stem of affine layers A (convolutions, batch norm in eval
-# mode) gives A(alpha x) = A(0) + alpha (A(x) - A(0)), and A(0) is the same at every pixel of a
-# channel; a max-pool after a ReLU then commutes with both (for alpha > 0 the window's argmax does
+# mode) gives A(alpha x) = A(0) + alpha (A(x) - A(0)), and with one convolution first A(0) is the
+# same at every pixel of a channel (its bias, then per-channel affine maps); a max-pool after a ReLU then commutes with both (for alpha > 0 the window's argmax does
 # not depend on alpha, and max(relu(.)) = relu(max(.))). So the stem runs once per image, each row
 # enters after it as relu(A0 + alpha * D) with D = pool(A(x) - A(0)), and because everything from
 # there back to x is linear and the same for every step, the rows' gradients are summed over the
@@ -79,14 +79,13 @@ class Entry:
 def _stem_modules(model: nn.Module, stem: Sequence[str]) -> tuple[list[nn.Module], nn.Module | None]:
     """The stem's affine layers and its max-pool (None without one); anything else is an error."""
     modules = [model.get_submodule(p) for p in stem]
-    n = 0
-    while n < len(modules) and (isinstance(modules[n], nn.Conv2d)
-                                or (type(modules[n]) is nn.BatchNorm2d and not modules[n].training)):
+    n = 1 if modules and isinstance(modules[0], nn.Conv2d) else 0
+    while n and n < len(modules) and type(modules[n]) is nn.BatchNorm2d and not modules[n].training:
         n += 1
     rest = modules[n:]
     if n == 0 or rest and [type(m) for m in rest] != [nn.ReLU, nn.MaxPool2d]:
-        raise ValueError(f"stem {list(stem)} is not affine layers (Conv2d, eval BatchNorm2d), optionally "
-                         f"followed by ReLU and MaxPool2d")
+        raise ValueError(f"stem {list(stem)} is not affine layers (one Conv2d, then eval BatchNorm2d), "
+                         f"optionally followed by ReLU and MaxPool2d")
     return modules[:n], rest[1] if rest else None
 
 
@@ -104,9 +103,6 @@ def entry(model: nn.Module, x: torch.Tensor, stem: Sequence[str] = ()) -> Entry:
 
     with torch.autocast(x.device.type, enabled=False):   # the stem's one pass per image stays fp32
         base = apply(torch.zeros_like(x[:1]))                                   # (1, C', H', W')
-        if pool is not None and not torch.equal(base.amax((2, 3)), base.amin((2, 3))):
-            raise ValueError(f"stem {list(stem)}: its value at a zero input varies over pixels, so the "
-                             f"max-pool cannot be moved")
         xr = x.detach().requires_grad_()
         mapped = apply(xr)
         if pool is not None:
@@ -153,10 +149,10 @@ def affine_norms(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor, block: str,
-                     keep: torch.Tensor, at: Entry | None = None) -> Iterator[torch.Tensor]:
+                     keep: torch.Tensor, at: Entry) -> Iterator[torch.Tensor]:
     """Gradients of each row's target logit with respect to the rows, once per channel mask.
 
-    ``rows (N, ...)``: model inputs, or rows entering at ``at`` (an ``Entry``). ``target (N,)``,
+    ``rows (N, ...)``: rows entering the model at ``at`` (its input when ``at.feed`` is None). ``target (N,)``,
     ``keep (M, Cb)``: 1 where a block channel's gradient path stays open. Yields M tensors shaped
     like ``rows``, each equal to the gradient with that mask's blocked channels detached at
     ``block`` (the forward pass is the same for every mask). Yielding lets the caller fold each
@@ -170,10 +166,9 @@ def masked_gradients(model: nn.Module, rows: torch.Tensor, target: torch.Tensor,
         store["leaf"] = output.detach().requires_grad_()
         return store["leaf"]
 
-    fed = at is not None and at.feed is not None
-    feed = [(at.feed, lambda module, inputs, output: at.act(rows))] if fed else []
+    feed = [] if at.feed is None else [(at.feed, lambda module, inputs, output: at.act(rows))]
     with hooks(model, feed + [(block, split)]), record_function("engine: forward"):
-        logits = model(at.stand_in if fed else rows)
+        logits = model(rows if at.feed is None else at.stand_in)
     with record_function("engine: backward to the block"):
         upper, = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), store["leaf"])   # (N, Cb, h, w)
     del logits
@@ -197,7 +192,7 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
     e = entry(model, x, () if block in stem else stem)
     b, total = len(x), len(alphas) * len(x)
     chunk = chunk or total
-    acc = [torch.zeros_like(e.direction, dtype=x.dtype) for _ in keep]     # keeps the memory format
+    acc = [torch.zeros_like(e.direction) for _ in keep]                   # keeps the memory format
     with affine_norms(model):
         for start in range(0, total, chunk):
             r = torch.arange(start, min(start + chunk, total), device=x.device)
@@ -205,7 +200,7 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
             rows = e.offset + e.direction[img] * alphas[step].view(-1, *(1,) * (x.dim() - 1))
             w = weights[step].view(-1, *(1,) * (x.dim() - 1))
             for m, g in enumerate(masked_gradients(model, rows, target[img], block, keep, e)):
-                acc[m].index_add_(0, img, (g * w).to(x.dtype))
+                acc[m].index_add_(0, img, g * w)
     return torch.stack([e.back(acc[m], m < len(keep) - 1) for m in range(len(keep))])
 
 
