@@ -77,8 +77,8 @@ def parser() -> cli.Parser:
     w.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
     w.add_argument("--ig-batch", type=int, default=None,
                    help=f"engine: rows (image x step) per IG forward/backward; default {IG_ROWS['cuda']} on CUDA, "
-                        f"{IG_ROWS['cpu']} on the CPU (fastest on the 2-core machine measured: 32 rows 28 ms per image, 128 rows 24, 256 rows 29). The "
-                        f"reference gives captum one image's steps at a time")
+                        f"{IG_ROWS['cpu']} on the CPU (fastest on the 2-core machine measured: 32 rows 28 ms per "
+                        f"image, 128 rows 24, 256 rows 29). The reference gives captum one image's steps at a time")
     w.add_argument("--metric", default="patch", help="pixel or patch")
     w.add_argument("--block", default="block_1", help="named block whose channels the filtered cluster blocks")
     w.add_argument("--blocked-share", type=float, default=1 / 3,
@@ -307,6 +307,10 @@ def outside(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             **{k: d[k] > SCALAR_TOL for k in SCALARS if k != "ig_delta"}}
 
 
+def largest_map(d: dict[str, np.ndarray]) -> float:
+    return float(max(d["ig_attr"].max(), d["saliency_attr"].max()))
+
+
 def within(d: dict[str, np.ndarray]) -> np.ndarray:
     """``(n,)`` bool: every map and scalar of ``differences`` within the fp32 tolerance."""
     return ~np.any(list(outside(d).values()), axis=0)
@@ -344,8 +348,7 @@ def compare(ref: dict, eng: dict, precision: str, metric: str,
             settled = within(to_engine)
             lines.append(f"           {len(rest)} image(s) outside the tolerance, recomputed by the reference in "
                          f"float64: the engine is within tolerance of it for {settled.sum()}; largest map L1 to "
-                         f"float64: engine {max(to_engine['ig_attr'].max(), to_engine['saliency_attr'].max()):.1e}, "
-                         f"fp32 reference {max(to_reference['ig_attr'].max(), to_reference['saliency_attr'].max()):.1e}")
+                         f"float64: engine {largest_map(to_engine):.1e}, fp32 reference {largest_map(to_reference):.1e}")
             if not settled.all():
                 left = outside(take(to_engine, ~settled))
                 lines.append("           still outside against float64: " + ", ".join(

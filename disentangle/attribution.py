@@ -46,12 +46,13 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
 #
 # The stem. IG's rows are alpha * x. A stem of affine layers A (convolutions, batch norm in eval
 # mode) gives A(alpha x) = A(0) + alpha (A(x) - A(0)), and with one convolution first A(0) is the
-# same at every pixel of a channel (its bias, then per-channel affine maps); a max-pool after a ReLU then commutes with both (for alpha > 0 the window's argmax does
-# not depend on alpha, and max(relu(.)) = relu(max(.))). So the stem runs once per image, each row
-# enters after it as relu(A0 + alpha * D) with D = pool(A(x) - A(0)), and because everything from
-# there back to x is linear and the same for every step, the rows' gradients are summed over the
-# steps first and taken back through the stem once per image. Exact up to float rounding; it
-# removes the most memory-heavy layers (full resolution) from every IG row.
+# same at every pixel of a channel (its bias, then per-channel affine maps); a max-pool after a ReLU
+# then commutes with both (for alpha > 0 the window's argmax does not depend on alpha, and
+# max(relu(.)) = relu(max(.))). So the stem runs once per image, each row enters after it as relu(A0
+# + alpha * D) with D = pool(A(x) - A(0)), and because everything from there back to x is linear and
+# the same for every step, the rows' gradients are summed over the steps first and taken back
+# through the stem once per image. Exact up to float rounding; it removes the most memory-heavy
+# layers (full resolution) from every IG row.
 
 
 def gauss_legendre(steps: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

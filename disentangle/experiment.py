@@ -147,7 +147,8 @@ def run_shared(ctx: Context, block: str, cells: list[Cell], n_channels: int, arg
     evaluation.run_shared(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, path,
                           [(c.out, channel_mask(c.channels, n_channels)) for c in todo], ctx.run.device,
                           ctx.baseline.targets, args.ig_batch, desc=f"{block}: {len(todo)} masks, one pass",
-                          save_attributions=args.save_attributions, auto=auto, stem=ctx.run.loaded.spec.stem)
+                          save_attributions=args.save_attributions, auto=auto,
+                          stem=ctx.run.loaded.spec.stem)
     for c in todo:
         close_cell(ctx, c, (time.time() - start) / len(todo))
 

@@ -37,7 +37,8 @@ def sides(n=3):
     gen = np.random.default_rng(0)
     cell = {"index": np.arange(n), "target": np.zeros(n, int), "ig_attr": gen.normal(size=(n, 3, 14, 14)),
             "saliency_attr": gen.random((n, 3, 14, 14)), **{k: gen.random(n) for k in throughput.SCALARS}}
-    return {c: dict(cell) for c in reference.CELLS}, {c: {k: v.copy() for k, v in cell.items()} for c in reference.CELLS}
+    return ({c: dict(cell) for c in reference.CELLS},
+            {c: {k: v.copy() for k, v in cell.items()} for c in reference.CELLS})
 
 
 def test_float64_settles_where_the_fp32_reference_is_off():
