@@ -39,7 +39,7 @@ class ModelSpec:
     convert: Callable[[StateDict, nn.Module], StateDict] = field(default=lambda sd, model: sd)
     interpolation: T.InterpolationMode = T.InterpolationMode.BILINEAR
     default_data: str = "imagenet"
-    # The modules that first see the input, in forward order: affine layers (Conv2d, BatchNorm2d),
+    # The modules that first see the input, in forward order: one Conv2d, then eval BatchNorm2d layers,
     # optionally then ReLU and MaxPool2d. The attribution engine runs them once per image instead of
     # once per IG step (attribution.entry). Empty: no such stem.
     stem: tuple[str, ...] = ()
