@@ -146,14 +146,20 @@ class _Global:
 
 
 def flops_per_image(work: Callable[[int], object], steps: int) -> float:
-    """FLOPs of ``work(ig_steps)`` (one image) at ``steps`` IG steps: counted at 1 and 2 steps, linear in steps."""
-    counts = []
-    for s in (1, 2):
-        counter = FlopCounterMode(display=False)
-        counter.mod_tracker = _Global()
-        with counter:
-            work(s)
-        counts.append(counter.get_total_flops())
+    """FLOPs of ``work(ig_steps)`` (one image) at ``steps`` IG steps: counted at 1 and 2 steps, linear in steps.
+    Counted with one thread: FlopCounterMode sees only its own thread's operators, and on the CPU the
+    engine runs one pass per thread."""
+    counts, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for s in (1, 2):
+            counter = FlopCounterMode(display=False)
+            counter.mod_tracker = _Global()
+            with counter:
+                work(s)
+            counts.append(counter.get_total_flops())
+    finally:
+        torch.set_num_threads(threads)
     return counts[0] + (steps - 1) * (counts[1] - counts[0])
 
 
@@ -166,7 +172,7 @@ def profile_batch(work: Callable[[], object], device: torch.device, seconds: flo
     phases = "\n".join(f"  {e.key:32s} {e.cpu_time_total / 1e6:7.3f} s  {e.cpu_time_total / 1e6 / seconds:6.1%}"
                         for e in sorted(events, key=lambda e: e.key) if e.key.startswith("engine: "))
     top = events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=12)
-    return f"one batch took {seconds:.3f} s; CPU time in its phases (share of the batch):\n{phases}\n{top}"
+    return f"one batch took {seconds:.3f} s; CPU time in its phases, summed over threads (share of the batch's time):\n{phases}\n{top}"
 
 
 def blocked_mask(run: cli.Setup, block: str, share: float, seed: int) -> torch.Tensor:

@@ -3,6 +3,7 @@ float64), batch norms as multiply-adds, fused faithfulness, channels-last, bf16 
 fp32 by rank), --batch-size auto backing off on out-of-memory, streaming memory."""
 import copy
 import gc
+import threading
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from scipy.stats import spearmanr
 
 import baseline_eval
 from disentangle import artifacts, cli, evaluation
-from disentangle.attribution import affine_norms, entry, masked_attributions
+from disentangle.attribution import affine_norms, entry, masked_attributions, side_by_side
 from disentangle.concepts import ConceptWorld
 from disentangle.data import even_subset, make_loader
 from disentangle.evaluation import EvalConfig, evaluate_masks
@@ -66,6 +67,42 @@ def test_stem_once_per_image_is_exact(name, size, block):
         if plain_delta is not None:
             assert torch.allclose(fast_delta, plain_delta, atol=1e-10)
     assert not torch.allclose(plain[0], plain[1])                               # the mask mattered
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_passes_give_the_one_pass_answer(tiny, threads):
+    # On the CPU the rows go through one single-threaded pass per torch thread, each summing its
+    # chunks; in float64 only the summation order differs, so any wrong share of rows (a chunk done
+    # twice or not at all, a run of images at the wrong step) would show far above 1e-12.
+    model = random_norms(copy.deepcopy(tiny.model)).double()
+    x = torch.randn(5, 3, 56, 56, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    target = torch.arange(5) % 12
+    keep = torch.ones(2, 32, dtype=torch.float64)
+    keep[1, 1::3] = 0
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = masked_attributions(model, x, target, "ig", "features.denseblock1", keep, 7, 9, tiny.spec.stem)[0]
+        torch.set_num_threads(threads)
+        seen = []
+        hook = model.features.denseblock2.register_forward_hook(lambda *a: seen.append(threading.get_ident()))
+        try:
+            many = masked_attributions(model, x, target, "ig", "features.denseblock1", keep, 7, 9, tiny.spec.stem)[0]
+        finally:
+            hook.remove()
+        assert torch.get_num_threads() == threads                               # put back after the passes
+    finally:
+        torch.set_num_threads(before)
+    assert len(set(seen) - {threading.get_ident()}) == threads                 # the passes ran side by side
+    assert (many - one).abs().max() <= 1e-12 * one.abs().max()
+
+
+def test_side_by_side_carries_autocast_into_its_threads():
+    def dtype(k):
+        return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert side_by_side(dtype, 2) == [torch.bfloat16] * 2
+    assert side_by_side(dtype, 2) == [torch.float32] * 2
 
 
 def test_a_stem_that_is_not_affine_is_refused(tiny):
