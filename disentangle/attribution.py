@@ -225,9 +225,10 @@ def side_by_side(work: Callable[[int], T], n: int) -> list[T]:
 
 def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block: str, keep: torch.Tensor,
                    alphas: torch.Tensor, weights: torch.Tensor, chunk: int | None = None,
-                   stem: Sequence[str] = ()) -> torch.Tensor:
-    """``sum_s weights[s] * d logit_t / dx`` at ``alphas[s] * x``, for every mask of ``keep (M, Cb)``:
-    ``(M, B, C, H, W)`` for ``x (B, C, H, W)``, ``target (B,)``, ``alphas, weights (S,)``.
+                   stem: Sequence[str] = (), groups: Sequence[int] | None = None) -> torch.Tensor:
+    """``sum_s weights[s] * d logit_t / dx`` at ``alphas[s] * x``, for every mask of ``keep (M, Cb)``
+    and every group of steps: ``(G, M, B, C, H, W)`` for ``x (B, C, H, W)``, ``target (B,)``,
+    ``alphas, weights (S,)`` and ``groups`` (S ints on the host, each step's sum; default: one sum).
 
     The ``S x B`` rows (step-major, as captum orders them) go through shared passes of at most
     ``chunk`` rows; with a ``stem`` they enter after it (see above) unless ``block`` is part of it.
@@ -236,7 +237,8 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
     are too small for one operator to keep two cores busy (2 cores, tiny_densenet: 17% faster).
     """
     e = entry(model, x, () if block in stem else stem)
-    b, total = len(x), len(alphas) * len(x)
+    groups = list(groups or [0] * len(alphas))
+    b, total, n_groups = len(x), len(alphas) * len(x), max(groups) + 1
     passes = torch.get_num_threads() if x.device.type == "cpu" else 1
     n = -(-total // max(1, (chunk or total) // passes))                   # passes' chunks ...
     n = -(-n // passes) * passes if n > 1 else 1                          # ... a multiple of passes
@@ -244,8 +246,8 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
     starts = list(range(0, total, size))
     shape = (-1, *(1,) * (x.dim() - 1))
 
-    def work(k: int) -> list[torch.Tensor]:
-        acc = [torch.zeros_like(e.direction) for _ in keep]               # keeps the memory format
+    def work(k: int) -> list[list[torch.Tensor]]:
+        acc = [[torch.zeros_like(e.direction) for _ in keep] for _ in range(n_groups)]   # keeps the memory format
         for start in starts[k::passes]:
             stop = min(start + size, total)
             r = torch.arange(start, stop, device=x.device)
@@ -255,30 +257,41 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
             runs = [(s, max(start - s * b, 0), min(stop - s * b, b)) for s in range(start // b, (stop - 1) // b + 1)]
             for m, g in enumerate(masked_gradients(model, rows, target[img], keep, e, state, weights[step])):
                 for s, i, j in runs:
-                    acc[m][i:j] += g[s * b + i - start:s * b + j - start]
+                    acc[groups[s]][m][i:j] += g[s * b + i - start:s * b + j - start]
         return acc
 
     with affine_norms(model), _pass_hooks(model, e, block) as state:
         accs = side_by_side(work, min(passes, len(starts)))
-    acc = [functools.reduce(torch.add, sums) for sums in zip(*accs)]
-    return torch.stack([e.back(acc[m], m < len(keep) - 1) for m in range(len(keep))])
+    sums = [functools.reduce(torch.add, parts) for parts in zip(*(sum(a, []) for a in accs))]   # (G*M) of (B, ...)
+    return torch.stack([e.back(g, i < len(sums) - 1) for i, g in enumerate(sums)]).unflatten(0, (n_groups, len(keep)))
 
 
-def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, block: str,
-                        keep: torch.Tensor, ig_steps: int = 50, chunk: int | None = None,
-                        stem: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """IG or Saliency of ``x (B, C, H, W)`` for every mask of ``keep (M, Cb)`` in one shared pass.
+def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, methods: Sequence[str],
+                        block: str, keep: torch.Tensor, ig_steps: int = 50, chunk: int | None = None,
+                        stem: Sequence[str] = ()) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """IG and/or Saliency of ``x (B, C, H, W)`` for every mask of ``keep (M, Cb)``, all in one shared pass
+    (Saliency's gradient at ``x`` is one more step of IG's path).
 
-    Returns attributions ``(M, B, C, H, W)`` and for IG the convergence delta ``(M, B)``
-    (``sum(attr) - (f(x) - f(0))``, as captum computes it with the mask's hook installed).
-    IG rows (image, step) are processed ``chunk`` at a time; ``stem``: see ``path_gradients``.
+    Returns per method attributions ``(M, B, C, H, W)`` and for IG the convergence delta ``(M, B)``
+    (``sum(attr) - (f(x) - f(0))``, as captum computes it with the mask's hook installed), else None.
+    Rows (image, step) are processed ``chunk`` at a time; ``stem``: see ``path_gradients``.
     """
-    if method == "saliency":
-        one = torch.ones(1, device=x.device)
-        return path_gradients(model, x, target, block, keep, one, one, chunk, stem).abs(), None
-    if method != "ig":
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    attr = x[None] * path_gradients(model, x, target, block, keep, *gauss_legendre(ig_steps, x.device), chunk, stem)
-    with torch.no_grad():   # f(baseline) is one row: the all-zero baseline is the same for every image
-        gap = (model(x) - model(torch.zeros_like(x[:1]))).float().gather(1, target[:, None]).squeeze(1)  # (B,)
-    return attr, attr.flatten(2).sum(2) - gap[None]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown method {', '.join(map(repr, bad)) or '(none)'}; choose from {METHODS}")
+    one = torch.ones(1, device=x.device)
+    alphas, weights = gauss_legendre(ig_steps, x.device) if "ig" in methods else (one[:0], one[:0])
+    groups = [0] * len(alphas)
+    if "saliency" in methods:                                             # the last group
+        alphas, weights = torch.cat([alphas, one]), torch.cat([weights, one])
+        groups.append(1 if groups else 0)
+    grads = path_gradients(model, x, target, block, keep, alphas, weights, chunk, stem, groups)   # (G, M, B, ...)
+    out = {}
+    if "saliency" in methods:
+        out["saliency"] = grads[-1].abs(), None
+    if "ig" in methods:
+        attr = x[None] * grads[0]
+        with torch.no_grad():   # f(baseline) is one row: the all-zero baseline is the same for every image
+            gap = (model(x) - model(torch.zeros_like(x[:1]))).float().gather(1, target[:, None]).squeeze(1)  # (B,)
+        out["ig"] = attr, attr.flatten(2).sum(2) - gap[None]
+    return {m: out[m] for m in methods}

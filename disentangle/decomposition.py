@@ -26,10 +26,10 @@ def cluster_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block:
     only = torch.nn.functional.one_hot(labels.long(), k).T.float()                 # (k, Cb): one path open
     keep = torch.cat([torch.ones(1, len(labels)), only]).to(x.device)
     if method == "ig":
-        maps, _ = masked_attributions(model, x, target, "ig", block, keep, ig_steps, chunk, stem)
+        maps, _ = masked_attributions(model, x, target, ["ig"], block, keep, ig_steps, chunk, stem)["ig"]
     elif method == "saliency":
         one = torch.ones(1, device=x.device)
-        maps = path_gradients(model, x, target, block, keep, one, one, chunk, stem)
+        maps = path_gradients(model, x, target, block, keep, one, one, chunk, stem)[0]
     else:
         raise ValueError(f"unknown method {method!r}")
     return maps[0], maps[1:]

@@ -198,9 +198,8 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
         target, confidence = shared["target"], shared["confidence"]
         out = [dict(shared) for _ in range(len(blocked))]
         keep = (~blocked).to(x.device, torch.float32)
-        for m in cfg.methods:
-            attr, delta = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, ig_internal_batch,
-                                              stem)
+        maps = masked_attributions(model, x, target, cfg.methods, block, keep, cfg.ig_steps, ig_internal_batch, stem)
+        for m, (attr, delta) in maps.items():
             with record_function("engine: metrics"):
                 spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
                 drops = faithfulness(model, x, attr, target, cfg.metric, cfg.drop_fraction, cfg.mask_value,

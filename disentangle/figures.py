@@ -80,7 +80,7 @@ def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: t
                        target: torch.Tensor | None = None, stem: Sequence[str] = ()) -> Panels:
     """Maps and metrics of ``x (B, C, H, W)`` for ``target (B,)`` (default: the prediction), with
     the block channels where ``blocked (Cb,)`` is True open and then detached at ``block`` (a
-    submodule path). One ``masked_attributions`` call per method serves both maps; ``stem``: the
+    submodule path). One ``masked_attributions`` call serves every method and both maps; ``stem``: the
     model's (``ModelSpec.stem``)."""
     with torch.no_grad():
         probs = model(x).float().softmax(1)                                     # (B, classes)
@@ -89,9 +89,8 @@ def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: t
     probability = probs.gather(1, target[:, None]).squeeze(1)                  # (B,)
     keep = torch.stack([torch.ones(len(blocked)), (~blocked.cpu()).float()]).to(x.device)   # (2, Cb)
     methods = {}
-    for m in METHODS:
-        attr, _ = masked_attributions(model, x, target, m, block, keep, cfg.ig_steps, cfg.ig_batch,
-                                      stem)                                                    # (2, B, C, H, W)
+    maps = masked_attributions(model, x, target, METHODS, block, keep, cfg.ig_steps, cfg.ig_batch, stem)
+    for m, (attr, _) in maps.items():                                                   # (2, B, C, H, W)
         base, filt = attr[0].abs().sum(1), attr[1].abs().sum(1)                                      # (B, H, W)
         entry = {"baseline": base, "filtered": filt, "difference": filt - base,
                  "masked": masked_input(x, attr[0], cfg.metric, cfg.drop_fraction, cfg.mask_value),

@@ -60,10 +60,12 @@ def test_stem_once_per_image_is_exact(name, size, block):
         target = model(x).argmax(1)
     keep = torch.ones(2, store[block].shape[1], dtype=torch.float64)
     keep[1, ::3] = 0
+    both = masked_attributions(model, x, target, ["ig", "saliency"], block, keep, 8, 10, loaded.spec.stem)
     for method in ("ig", "saliency"):
-        plain, plain_delta = masked_attributions(model, x, target, method, block, keep, 8, 10)
-        fast, fast_delta = masked_attributions(model, x, target, method, block, keep, 8, 10, loaded.spec.stem)
+        plain, plain_delta = masked_attributions(model, x, target, [method], block, keep, 8, 10)[method]
+        fast, fast_delta = masked_attributions(model, x, target, [method], block, keep, 8, 10, loaded.spec.stem)[method]
         assert (fast - plain).abs().max() <= 1e-10 * plain.abs().max(), (name, method)
+        assert (both[method][0] - plain).abs().max() <= 1e-10 * plain.abs().max(), (name, method)   # one pass for both
         if plain_delta is not None:
             assert torch.allclose(fast_delta, plain_delta, atol=1e-10)
     assert not torch.allclose(plain[0], plain[1])                               # the mask mattered
@@ -82,12 +84,12 @@ def test_parallel_passes_give_the_one_pass_answer(tiny, threads):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = masked_attributions(model, x, target, "ig", "features.denseblock1", keep, 7, 9, tiny.spec.stem)[0]
+        one = masked_attributions(model, x, target, ["ig"], "features.denseblock1", keep, 7, 9, tiny.spec.stem)["ig"][0]
         torch.set_num_threads(threads)
         seen = []
         hook = model.features.denseblock2.register_forward_hook(lambda *a: seen.append(threading.get_ident()))
         try:
-            many = masked_attributions(model, x, target, "ig", "features.denseblock1", keep, 7, 9, tiny.spec.stem)[0]
+            many = masked_attributions(model, x, target, ["ig"], "features.denseblock1", keep, 7, 9, tiny.spec.stem)["ig"][0]
         finally:
             hook.remove()
         assert torch.get_num_threads() == threads                               # put back after the passes
