@@ -76,9 +76,10 @@ def parser() -> cli.Parser:
     w = p.add_argument_group("work")
     w.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
     w.add_argument("--ig-batch", type=int, default=None,
-                   help=f"engine: rows (image x step) per IG forward/backward; default {IG_ROWS['cuda']} on CUDA, "
-                        f"{IG_ROWS['cpu']} on the CPU (fastest on the 2-core machine measured: 32 rows 28 ms per "
-                        f"image, 128 rows 24, 256 rows 29). The reference gives captum one image's steps at a time")
+                   help=f"engine: rows (image x step) in flight per IG forward/backward; default {IG_ROWS['cuda']} on "
+                        f"CUDA, {IG_ROWS['cpu']} on the CPU, shared there by the passes that run side by side, one per "
+                        f"thread (2 cores: 64 to 256 rows all took 22-24 ms per image). The reference gives captum one "
+                        f"image's steps at a time")
     w.add_argument("--metric", default="patch", help="pixel or patch")
     w.add_argument("--block", default="block_1", help="named block whose channels the filtered cluster blocks")
     w.add_argument("--blocked-share", type=float, default=1 / 3,
