@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -100,8 +101,9 @@ def parser() -> cli.Parser:
                         f"({H100_PEAK_TFLOPS['fp32']:g} fp32, {H100_PEAK_TFLOPS['bf16']:g} bf16/fp16 dense); "
                         "on the CPU no roofline unless given")
     m.add_argument("--profile", action="store_true",
-                   help="also profile one engine batch (torch.profiler): time per phase (forward of the IG rows, "
-                        "backward to the block, VJPs below it, metrics) and the costliest operators")
+                   help="also profile one engine batch (torch.profiler; on the CPU with one thread, so one pass): "
+                        "time per phase (forward of the IG rows, backward to the block, VJPs below it, metrics) and "
+                        "the costliest operators")
     m.add_argument("--role", choices=ROLES, default=None,
                    help="internal: run one side in this process and write its result to --workdir")
     m.add_argument("--workdir", default=None, help="internal: the folder a --role run writes to")
@@ -146,34 +148,46 @@ class _Global:
         pass
 
 
-def flops_per_image(work: Callable[[int], object], steps: int) -> float:
-    """FLOPs of ``work(ig_steps)`` (one image) at ``steps`` IG steps: counted at 1 and 2 steps, linear in steps.
-    Counted with one thread: FlopCounterMode sees only its own thread's operators, and on the CPU the
-    engine runs one pass per thread."""
-    counts, threads = [], torch.get_num_threads()
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the ``with`` block: FlopCounterMode and the profiler see only their own
+    thread's operators, and on the CPU the engine runs one pass per thread (so here one pass, in this
+    thread)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def flops_per_image(work: Callable[[int], object], steps: int) -> float:
+    """FLOPs of ``work(ig_steps)`` (one image) at ``steps`` IG steps: counted at 1 and 2 steps, linear in steps."""
+    counts = []
+    with one_thread():
         for s in (1, 2):
             counter = FlopCounterMode(display=False)
             counter.mod_tracker = _Global()
             with counter:
                 work(s)
             counts.append(counter.get_total_flops())
-    finally:
-        torch.set_num_threads(threads)
     return counts[0] + (steps - 1) * (counts[1] - counts[0])
 
 
-def profile_batch(work: Callable[[], object], device: torch.device, seconds: float) -> str:
-    """torch.profiler over ``work``: the engine's phases (its ``record_function`` ranges) and top operators."""
+def profile_batch(work: Callable[[], object], device: torch.device) -> str:
+    """torch.profiler over ``work``: the engine's phases (its ``record_function`` ranges) and top operators.
+    On the CPU with one thread (one pass; see ``one_thread``), so its time is that thread's."""
     cuda = device.type == "cuda"
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        work()
+    with nullcontext() if cuda else one_thread():
+        seconds = timed(work, device)[0]
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            work()
     events = prof.key_averages()
     phases = "\n".join(f"  {e.key:32s} {e.cpu_time_total / 1e6:7.3f} s  {e.cpu_time_total / 1e6 / seconds:6.1%}"
                         for e in sorted(events, key=lambda e: e.key) if e.key.startswith("engine: "))
     top = events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=12)
-    return f"one batch took {seconds:.3f} s; CPU time in its phases, summed over threads (share of the batch's time):\n{phases}\n{top}"
+    where = "" if cuda else " with one thread (one pass)"
+    return f"one batch took {seconds:.3f} s{where}; CPU time in its phases (share of the batch):\n{phases}\n{top}"
 
 
 def blocked_mask(run: cli.Setup, block: str, share: float, seed: int) -> torch.Tensor:
@@ -224,7 +238,7 @@ def role(args) -> dict:
             batch = lambda: evaluation.evaluate_masks(model, xb, lb, None, cfg, block,  # noqa: E731
                                                       torch.stack([torch.zeros_like(blocked), blocked]), ig_rows,
                                                       stem=stem)
-            profiled = profile_batch(batch, device, timed(batch, device)[0])
+            profiled = profile_batch(batch, device)
         flops = flops_per_image(lambda s: evaluation.evaluate_masks(
             model, x, labels, None, evaluation.EvalConfig(metric=args.metric, ig_steps=s, precision=cfg.precision),
             block, torch.stack([torch.zeros_like(blocked), blocked]), stem=stem), args.ig_steps)
