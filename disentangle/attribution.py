@@ -24,6 +24,9 @@ from torch.profiler import record_function
 from .hooks import hooks
 
 METHODS = ("ig", "saliency")
+# Fewest rows a CPU pass of the engine gets: smaller operators than this cost more in dispatch (and
+# in the GIL the passes share) than a thread of their own wins (measured on 2 cores only).
+MIN_PASS_ROWS = 32
 T = TypeVar("T")
 
 
@@ -232,14 +235,15 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
 
     The ``S x B`` rows (step-major, as captum orders them) go through shared passes of at most
     ``chunk`` rows; with a ``stem`` they enter after it (see above) unless ``block`` is part of it.
-    On the CPU, as many passes as torch has threads run side by side, each single-threaded and
-    with its share of the ``chunk`` rows (so memory stays that of ``chunk`` rows): the layers here
-    are too small for one operator to keep two cores busy (2 cores, tiny_densenet: 17% faster).
+    On the CPU, as many passes as torch has threads run side by side (at most one per
+    ``MIN_PASS_ROWS`` rows of ``chunk``), each single-threaded and with its share of the ``chunk``
+    rows, so memory stays that of ``chunk`` rows: the layers here are too small for one operator to
+    keep two cores busy (2 cores, tiny_densenet: 17% faster).
     """
     e = entry(model, x, () if block in stem else stem)
     groups = list(groups or [0] * len(alphas))
     b, total, n_groups = len(x), len(alphas) * len(x), max(groups) + 1
-    passes = torch.get_num_threads() if x.device.type == "cpu" else 1
+    passes = min(torch.get_num_threads(), max(1, (chunk or total) // MIN_PASS_ROWS)) if x.device.type == "cpu" else 1
     n = -(-total // max(1, (chunk or total) // passes))                   # passes' chunks ...
     n = -(-n // passes) * passes if n > 1 else 1                          # ... a multiple of passes
     size = -(-total // n)

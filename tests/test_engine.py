@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 import baseline_eval
 from disentangle import artifacts, cli, evaluation
-from disentangle.attribution import affine_norms, entry, masked_attributions, side_by_side
+from disentangle.attribution import MIN_PASS_ROWS, affine_norms, entry, masked_attributions, side_by_side
 from disentangle.concepts import ConceptWorld
 from disentangle.data import even_subset, make_loader
 from disentangle.evaluation import EvalConfig, evaluate_masks
@@ -71,31 +71,35 @@ def test_stem_once_per_image_is_exact(name, size, block):
     assert not torch.allclose(plain[0], plain[1])                               # the mask mattered
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_parallel_passes_give_the_one_pass_answer(tiny, threads):
-    # On the CPU the rows go through one single-threaded pass per torch thread, each summing its
-    # chunks; in float64 only the summation order differs, so any wrong share of rows (a chunk done
-    # twice or not at all, a run of images at the wrong step) would show far above 1e-12.
+@pytest.mark.parametrize("threads, chunk, passes", [(2, 2 * MIN_PASS_ROWS, 2), (3, 3 * MIN_PASS_ROWS, 3),
+                                                    (2, 2 * MIN_PASS_ROWS - 1, 1)])
+def test_parallel_passes_give_the_one_pass_answer(tiny, threads, chunk, passes):
+    # On the CPU the rows go through one single-threaded pass per torch thread (each with at least
+    # MIN_PASS_ROWS rows), each summing its chunks; in float64 only the summation order differs, so any
+    # wrong share of rows (a chunk done twice or not at all, a run of images at the wrong step) would
+    # show far above 1e-12.
     model = random_norms(copy.deepcopy(tiny.model)).double()
     x = torch.randn(5, 3, 56, 56, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     target = torch.arange(5) % 12
     keep = torch.ones(2, 32, dtype=torch.float64)
     keep[1, 1::3] = 0
+    args = (model, x, target, ["ig"], "features.denseblock1", keep, 17, chunk, tiny.spec.stem)   # 85 rows
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = masked_attributions(model, x, target, ["ig"], "features.denseblock1", keep, 7, 9, tiny.spec.stem)["ig"][0]
+        one = masked_attributions(*args)["ig"][0]
         torch.set_num_threads(threads)
         seen = []
         hook = model.features.denseblock2.register_forward_hook(lambda *a: seen.append(threading.get_ident()))
         try:
-            many = masked_attributions(model, x, target, ["ig"], "features.denseblock1", keep, 7, 9, tiny.spec.stem)["ig"][0]
+            many = masked_attributions(*args)["ig"][0]
         finally:
             hook.remove()
         assert torch.get_num_threads() == threads                               # put back after the passes
     finally:
         torch.set_num_threads(before)
-    assert len(set(seen) - {threading.get_ident()}) == threads                 # the passes ran side by side
+    workers = set(seen) - {threading.get_ident()}                             # one pass runs in this thread
+    assert len(workers) == (passes if passes > 1 else 0)
     assert (many - one).abs().max() <= 1e-12 * one.abs().max()
 
 
