@@ -243,15 +243,16 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
     e = entry(model, x, () if block in stem else stem)
     groups = list(groups or [0] * len(alphas))
     b, total, n_groups = len(x), len(alphas) * len(x), max(groups) + 1
-    passes = min(torch.get_num_threads(), max(1, (chunk or total) // MIN_PASS_ROWS)) if x.device.type == "cpu" else 1
+    cpu = x.device.type == "cpu"
+    passes = min(torch.get_num_threads(), max(1, (chunk or total) // MIN_PASS_ROWS)) if cpu else 1
     n = -(-total // max(1, (chunk or total) // passes))                   # passes' chunks ...
     n = -(-n // passes) * passes if n > 1 else 1                          # ... a multiple of passes
     size = -(-total // n)
     starts = list(range(0, total, size))
     shape = (-1, *(1,) * (x.dim() - 1))
 
-    def work(k: int) -> list[list[torch.Tensor]]:
-        acc = [[torch.zeros_like(e.direction) for _ in keep] for _ in range(n_groups)]   # keeps the memory format
+    def work(k: int) -> list[torch.Tensor]:
+        acc = [torch.zeros_like(e.direction) for _ in range(n_groups * len(keep))]   # keeps the memory format
         for start in starts[k::passes]:
             stop = min(start + size, total)
             r = torch.arange(start, stop, device=x.device)
@@ -261,13 +262,14 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
             runs = [(s, max(start - s * b, 0), min(stop - s * b, b)) for s in range(start // b, (stop - 1) // b + 1)]
             for m, g in enumerate(masked_gradients(model, rows, target[img], keep, e, state, weights[step])):
                 for s, i, j in runs:
-                    acc[groups[s]][m][i:j] += g[s * b + i - start:s * b + j - start]
+                    acc[groups[s] * len(keep) + m][i:j] += g[s * b + i - start:s * b + j - start]
         return acc
 
     with affine_norms(model), _pass_hooks(model, e, block) as state:
         accs = side_by_side(work, min(passes, len(starts)))
-    sums = [functools.reduce(torch.add, parts) for parts in zip(*(sum(a, []) for a in accs))]   # (G*M) of (B, ...)
-    return torch.stack([e.back(g, i < len(sums) - 1) for i, g in enumerate(sums)]).unflatten(0, (n_groups, len(keep)))
+    sums = [functools.reduce(torch.add, parts) for parts in zip(*accs)]   # G*M sums (B, ...), group-major
+    grads = torch.stack([e.back(g, i < len(sums) - 1) for i, g in enumerate(sums)])
+    return grads.unflatten(0, (n_groups, len(keep)))
 
 
 def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, methods: Sequence[str],

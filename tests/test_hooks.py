@@ -78,9 +78,10 @@ def test_shared_pass_equals_hooked_captum(tiny):
     x = torch.stack([world[i][0] for i in range(0, 60, 10)])
     t = tiny.model(x).argmax(1)
     blocked = torch.stack([channel_mask([], 32), channel_mask(range(5, 20), 32), channel_mask(range(32), 32)])
+    keep = (~blocked).float()
     for block in ("features.denseblock1", "features.denseblock3"):
         for method in ("ig", "saliency"):
-            fast, fast_delta = masked_attributions(tiny.model, x, t, [method], block, (~blocked).float(), 16, 50)[method]
+            fast, fast_delta = masked_attributions(tiny.model, x, t, [method], block, keep, 16, 50)[method]
             for j, mask in enumerate(blocked):
                 with hooks(tiny.model, [(block, block_hook(mask, "detach"))]):
                     ref, ref_delta = attribute(tiny.model, x, t, method, 16, 50)
