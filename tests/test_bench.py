@@ -41,35 +41,49 @@ def sides(n=3):
             {c: {k: v.copy() for k, v in cell.items()} for c in reference.CELLS})
 
 
-def test_float64_settles_where_the_fp32_reference_is_off():
+def test_float64_settles_only_rounding():
     ref, eng = sides()
     off = ref["filtered"]["ig_attr"].copy()
     off[1] *= 1.01                                                              # 1% of the map's mass
     ref["filtered"]["ig_attr"] = off
     asked = []
 
-    def exact(answer):
-        def float64(positions):
-            asked.append(positions.tolist())
+    def exact(reference_answer, engine_answer):
+        def float64(side, positions):
+            asked.append((side, positions.tolist()))
+            answer = reference_answer if side == "reference" else engine_answer
             return {c: {k: v[positions] for k, v in answer[c].items()} for c in reference.CELLS}
         return float64
 
     assert not throughput.compare(ref, eng, "fp32", "patch")[1]                 # no arbiter: outside tolerance
-    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(eng))       # float64 agrees with the engine
-    assert ok and asked == [[1]] and "within tolerance of it for 1" in "\n".join(lines)
-    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(ref))       # float64 agrees with the reference
-    assert not ok and "still outside against float64: ig_attr (1)" in "\n".join(lines)
+    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(eng, None))  # float64 agrees with the engine
+    assert ok and asked == [("reference", [1])] and "within tolerance of it for 1" in "\n".join(lines)
+    # The reference's exact answer is its fp32 one: the engine's exact answer decides.
+    asked.clear()
+    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(ref, ref))
+    assert ok and asked == [("reference", [1]), ("engine", [1])], lines
+    assert "differ by 0.0e+00 in maps and 0.0e+00 in scalars" in "\n".join(lines)
+    lines, ok = throughput.compare(ref, eng, "fp32", "patch", exact(ref, eng))   # the engine's algorithm differs
+    assert not ok and "differ by 9.9e-03 in maps" in "\n".join(lines)
+    assert "the two computations differ for 1" in "\n".join(lines)
 
 
-def test_float64_reference_recomputes_the_chosen_images(tmp_path, tiny):
+def test_float64_runs_of_both_sides_agree(tmp_path, tiny):
+    # In float64 the rounding that fp32 comparisons must tolerate vanishes: the engine's algorithm
+    # (shared pass, stem once per image, folded batch norms, fused metrics) equals the reference's.
     args = throughput.parser().parse_args([*FAST, "--device", "cpu"])
     assert throughput.main([*FAST, "--role", "reference", "--workdir", str(tmp_path)]) == 0
     fp32 = throughput.reference_results(tmp_path)
-    exact = throughput.float64_reference(args, np.array([3, 1]))
+    positions = np.array([3, 1])
+    exact = {side: throughput.float64_run(args, side, positions) for side in throughput.ROLES}
     for cell in reference.CELLS:
-        assert exact[cell]["index"].tolist() == fp32[cell]["index"][[3, 1]].tolist()
-        d = throughput.differences(exact[cell], throughput.take(fp32[cell], np.array([3, 1])))
+        for side in throughput.ROLES:
+            assert exact[side][cell]["index"].tolist() == fp32[cell]["index"][positions].tolist()
+        d = throughput.differences(exact["reference"][cell], throughput.take(fp32[cell], positions))
         assert throughput.within(d).all() and 0 < d["ig_attr"].max() < 1e-5   # float64 differs only by rounding
+        both = throughput.differences(exact["reference"][cell], exact["engine"][cell])
+        assert max(both[f"{m}_attr"].max() for m in ("ig", "saliency")) < 1e-12
+        assert max(both[k].max() for k in throughput.SCALARS) < throughput.EXACT_SCALAR_TOL
 
 
 def test_ig_delta_tolerance_follows_the_map_mass():
