@@ -21,6 +21,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 from torch.profiler import record_function
 
+from .folding import folded_norms
 from .hooks import hooks
 
 METHODS = ("ig", "saliency")
@@ -121,39 +122,6 @@ def entry(model: nn.Module, x: torch.Tensor, stem: Sequence[str] = ()) -> Entry:
         return torch.autograd.grad(mapped, xr, grad_outputs=g.to(mapped.dtype), retain_graph=retain)[0]
 
     return Entry(direction, base, stem[-1], x[:1, :, :1, :1], F.relu if pool is not None else lambda r: r, back)
-
-
-class _Affine(nn.Module):
-    """An eval-mode ``BatchNorm2d`` as one multiply-add per element, ``x * scale + shift``: its
-    gradient is one multiply, where the CPU's ``native_batch_norm_backward`` takes about four times
-    as long as the forward pass."""
-
-    def __init__(self, bn: nn.BatchNorm2d):
-        super().__init__()
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        self.register_buffer("scale", scale.detach().view(1, -1, 1, 1))
-        self.register_buffer("shift", (bn.bias - bn.running_mean * scale).detach().view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x, self.scale)
-
-
-@contextmanager
-def affine_norms(model: nn.Module) -> Iterator[nn.Module]:
-    """The model with its eval-mode ``BatchNorm2d`` layers replaced by ``_Affine`` for the duration of
-    a ``with`` block (put back in ``finally``). Hooks by module path still find them."""
-    swapped = []
-    try:
-        for name, m in list(model.named_modules()):
-            if type(m) is nn.BatchNorm2d and not m.training and m.running_var is not None and m.affine:
-                parent, _, child = name.rpartition(".")
-                owner = model.get_submodule(parent)
-                setattr(owner, child, _Affine(m))
-                swapped.append((owner, child, m))
-        yield model
-    finally:
-        for owner, child, m in swapped:
-            setattr(owner, child, m)
 
 
 class _Pass(threading.local):
@@ -265,7 +233,7 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
                     acc[groups[s] * len(keep) + m][i:j] += g[s * b + i - start:s * b + j - start]
         return acc
 
-    with affine_norms(model), _pass_hooks(model, e, block) as state:
+    with folded_norms(model, [block] + ([e.feed] if e.feed else [])), _pass_hooks(model, e, block) as state:
         accs = side_by_side(work, min(passes, len(starts)))
     sums = [functools.reduce(torch.add, parts) for parts in zip(*accs)]   # G*M sums (B, ...), group-major
     grads = torch.stack([e.back(g, i < len(sums) - 1) for i, g in enumerate(sums)])

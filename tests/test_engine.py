@@ -4,6 +4,7 @@ fp32 by rank), --batch-size auto backing off on out-of-memory, streaming memory.
 import copy
 import gc
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ from scipy.stats import spearmanr
 
 import baseline_eval
 from disentangle import artifacts, cli, evaluation
-from disentangle.attribution import MIN_PASS_ROWS, affine_norms, entry, masked_attributions, side_by_side
+from disentangle.attribution import MIN_PASS_ROWS, entry, masked_attributions, side_by_side
+from disentangle.folding import folded_norms
 from disentangle.concepts import ConceptWorld
 from disentangle.data import even_subset, make_loader
 from disentangle.evaluation import EvalConfig, evaluate_masks
@@ -120,18 +122,72 @@ def test_a_stem_that_is_not_affine_is_refused(tiny):
     assert entry(tiny.model, x, ()).feed is None                               # no stem: rows are the input
 
 
-def test_affine_norms_compute_the_same_and_are_put_back(tiny):
-    model = random_norms(copy.deepcopy(tiny.model))
-    x = torch.randn(2, 3, 56, 56)
-    before = model(x)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+def module_kinds(model):
+    kinds = {}
+    for m in model.modules():
+        kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
+    return kinds
+
+
+@pytest.mark.parametrize("name, size, positive, folds", [
+    # tiny_densenet as trained (all its batch-norm scales are positive): 9 conv -> BN pairs (8 layers'
+    # conv1 -> norm2, the stem's conv0 -> norm0), 11 BN -> ReLU -> conv triples (8 norm1, 3 transitions),
+    # norm5 (followed by a functional ReLU and pooling) as a multiply-add.
+    ("tiny_densenet", 56, None, {"Identity": 9, "_Shift": 11, "_Affine": 1}),
+    ("resnet18", 64, True, {"Identity": 20}),                  # every BN follows its own conv
+    ("densenet121", 64, True, {"Identity": 59, "_Shift": 61, "_Affine": 1}),
+    ("densenet121", 64, False, {"Identity": 59, "_Affine": 62}),   # mixed-sign scales: no triple folds
+    ("efficientnet_lite0", 64, True, {}),         # no BatchNorm2d: timm's BatchNormAct2d (a subclass) stays
+])
+def test_folded_norms_compute_the_same_and_are_put_back(tiny, name, size, positive, folds):
+    # Outputs and input gradients equal in float64 (an error in a fold's algebra shows at ~1e-1).
+    model = tiny.model if name == "tiny_densenet" else load_model(name, "random").model
+    model = copy.deepcopy(model)
+    if positive is not None:
+        random_norms(model)
+        for m in model.modules():
+            if positive and isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.data.abs_()
+    model = model.double()
+    modules = dict(model.named_modules())
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y = model(x)
+        return y, torch.autograd.grad(y[:, 0].sum(), x)[0]
+
+    y, g = run()
+    before = module_kinds(model)
     with pytest.raises(RuntimeError, match="inside"):
-        with affine_norms(model):
-            assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-            assert torch.allclose(model(x), before, atol=1e-5 * before.abs().max())
+        with folded_norms(model):
+            kinds = module_kinds(model)
+            change = {k: kinds.get(k, 0) - before.get(k, 0) for k in {*kinds, *before}}
+            expected = {**folds, "BatchNorm2d": -before.get("BatchNorm2d", 0)}      # every one replaced
+            assert {k: v for k, v in change.items() if v} == {k: v for k, v in expected.items() if v}
+            y2, g2 = run()
+            assert (y2 - y).abs().max() < 1e-12 * y.abs().max()
+            assert (g2 - g).abs().max() < 1e-12 * g.abs().max()
             raise RuntimeError("inside")
-    assert [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] == norms
-    assert torch.equal(model(x), before)
+    assert dict(model.named_modules()) == modules
+    assert all(torch.equal(a, b) for a, b in zip(run(), (y, g)))
+
+
+@pytest.mark.parametrize("cut", ["features.denseblock1.denselayer1.conv1",     # a conv whose BN would move into it
+                                 "features.transition1.norm",                   # a BN whose scale would move on
+                                 "features.transition1.relu"])
+def test_folds_do_not_reach_across_a_hooked_module(tiny, cut):
+    store, capture = capture_hooks([cut])
+    x = torch.randn(2, 3, 56, 56)
+
+    def output(*cuts):     # the hooks go on after the folds, as the engine's do
+        with folded_norms(tiny.model, cuts) if cuts else nullcontext(), hooks(tiny.model, capture), torch.no_grad():
+            tiny.model(x)
+        return store[cut]
+
+    plain = output()                                                            # not folded
+    scale = plain.abs().max()
+    assert (output(cut) - plain).abs().max() < 1e-5 * scale                 # kept (up to rounding) when a cut
+    assert (output("features.denseblock1") - plain).abs().max() > 0.1 * scale   # folded when not
 
 
 def test_fused_faithfulness_equals_one_map_at_a_time(tiny):
