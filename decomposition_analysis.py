@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     for x, y, idx in tqdm(make_loader(run.dataset, indices, args.batch_size, run.workers, run.device),
                           desc="decomposition", unit="batch"):
         x, y = x.to(run.device), y.to(run.device)
-        target = predictions(model, x, y, EvalConfig())["target"]
+        target = predictions(model(x), y, EvalConfig())["target"]
         full, parts = decomposition.cluster_maps(model, x, target, block, labels, args.method, args.ig_steps, args.ig_batch,
                                                    spec.stem)
         for key, v in decomposition.shares(full, parts).items():

@@ -242,13 +242,15 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
 
 def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, methods: Sequence[str],
                         block: str, keep: torch.Tensor, ig_steps: int = 50, chunk: int | None = None,
-                        stem: Sequence[str] = ()) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+                        stem: Sequence[str] = (), logits: torch.Tensor | None = None
+                        ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """IG and/or Saliency of ``x (B, C, H, W)`` for every mask of ``keep (M, Cb)``, all in one shared pass
     (Saliency's gradient at ``x`` is one more step of IG's path).
 
     Returns per method attributions ``(M, B, C, H, W)`` and for IG the convergence delta ``(M, B)``
     (``sum(attr) - (f(x) - f(0))``, as captum computes it with the mask's hook installed), else None.
-    Rows (image, step) are processed ``chunk`` at a time; ``stem``: see ``path_gradients``.
+    Rows (image, step) are processed ``chunk`` at a time; ``stem``: see ``path_gradients``;
+    ``logits (B, K)``: ``model(x)`` where the caller has it already (IG's delta needs f(x)).
     """
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -266,6 +268,7 @@ def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     if "ig" in methods:
         attr = x[None] * grads[0]
         with torch.no_grad():   # f(baseline) is one row: the all-zero baseline is the same for every image
-            gap = (model(x) - model(torch.zeros_like(x[:1]))).float().gather(1, target[:, None]).squeeze(1)  # (B,)
+            fx = model(x) if logits is None else logits
+            gap = (fx.float() - model(torch.zeros_like(x[:1])).float()).gather(1, target[:, None]).squeeze(1)  # (B,)
         out["ig"] = attr, attr.flatten(2).sum(2) - gap[None]
     return {m: out[m] for m in methods}

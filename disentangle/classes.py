@@ -40,7 +40,7 @@ def analyse_class(model: nn.Module, dataset, indices: np.ndarray, cfg: EvalConfi
     sums: dict[str, torch.Tensor] = {}     # on the device: one copy to the host per class, not per batch
     for x, labels, _ in DataLoader(IndexedSubset(dataset, indices), batch_size=batch_size):
         x, labels = x.to(device), labels.to(device)
-        target = predictions(model, x, labels, cfg)["target"]
+        target = predictions(model(x), labels, cfg)["target"]
         if mode == "detach":
             base, filt = evaluate_masks(model, x, labels, target, cfg, block,
                                         torch.stack([torch.zeros_like(blocked), blocked]), ig_batch, stem=stem)

@@ -86,11 +86,12 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 
 @torch.no_grad()
-def predictions(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
+def predictions(logits: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
                 target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """``pred, target, top1, top5, confidence`` ``(B,)`` of a batch; ``confidence`` is the softmax
-    probability of the target class (``target`` given, else chosen by ``cfg.target``)."""
-    logits = model(x).float()
+    """``pred, target, top1, top5, confidence`` ``(B,)`` of a batch from its ``logits (B, K)``;
+    ``confidence`` is the softmax probability of the target class (``target`` given, else chosen by
+    ``cfg.target``)."""
+    logits = logits.float()
     pred = logits.argmax(1)
     if target is None:
         target = pred if cfg.target == "pred" else labels
@@ -110,7 +111,7 @@ def evaluate_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg:
     ``{m}_attr (B, C, H, W)``, ``{m}_sparsity``, ``{m}_faithfulness`` and for IG ``{m}_delta`` ``(B,)``.
     """
     with autocast(x.device, cfg.precision):
-        out = predictions(model, x, labels, cfg, target)
+        out = predictions(model(x), labels, cfg, target)
         target, confidence = out["target"], out["confidence"]
         for m in cfg.methods:
             attr, delta = attribute(model, x, target, m, cfg.ig_steps, ig_internal_batch)
@@ -194,11 +195,13 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
     attribution maps ``{m}_attr (B, C, H, W)`` only with ``keep_maps``.
     """
     with autocast(x.device, cfg.precision):
-        shared = predictions(model, x, labels, cfg, target)
+        logits = model(x)
+        shared = predictions(logits, labels, cfg, target)
         target, confidence = shared["target"], shared["confidence"]
         out = [dict(shared) for _ in range(len(blocked))]
         keep = (~blocked).to(x.device, torch.float32)
-        maps = masked_attributions(model, x, target, cfg.methods, block, keep, cfg.ig_steps, ig_internal_batch, stem)
+        maps = masked_attributions(model, x, target, cfg.methods, block, keep, cfg.ig_steps, ig_internal_batch, stem,
+                                   logits)
         for m, (attr, delta) in maps.items():
             with record_function("engine: metrics"):
                 spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
