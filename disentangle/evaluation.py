@@ -195,7 +195,8 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
     attribution maps ``{m}_attr (B, C, H, W)`` only with ``keep_maps``.
     """
     with autocast(x.device, cfg.precision):
-        logits = model(x)
+        with torch.no_grad():
+            logits = model(x)
         shared = predictions(logits, labels, cfg, target)
         target, confidence = shared["target"], shared["confidence"]
         out = [dict(shared) for _ in range(len(blocked))]

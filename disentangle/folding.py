@@ -119,11 +119,13 @@ def _straddles(cut: str, pattern: Pattern) -> bool:
 @contextmanager
 def folded_norms(model: nn.Module, cuts: Sequence[str] = ()) -> Iterator[nn.Module]:
     """The model with its eval ``BatchNorm2d`` layers folded (see above) for the duration of a ``with``
-    block; every module is put back in ``finally``. ``cuts``: module paths whose outputs are read or
-    replaced by hooks; no fold reaches across them. Hooks by module path still find their modules."""
+    block; every module is put back in ``finally``. ``cuts``: module paths whose outputs hooks installed
+    inside the block will read or replace. No fold reaches across a cut, so hooks see the values they
+    would without folding; modules with hooks already on them count as cuts and stay as they are."""
     if model not in _PLANS:
         _PLANS[model] = _patterns(model)
-    patterns = [p for p in _PLANS[model] if not any(_straddles(c, p) for c in cuts)]
+    hooked = [name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    patterns = [p for p in _PLANS[model] if not any(_straddles(c, p) for c in [*cuts, *hooked])]
     new: dict[str, nn.Module] = {}
 
     def current(path: str) -> nn.Module:
@@ -151,7 +153,7 @@ def folded_norms(model: nn.Module, cuts: Sequence[str] = ()) -> Iterator[nn.Modu
                 scaled_conv(p[2], a.view(1, -1, 1, 1))
                 new[p[0]] = _Shift(b / a)
     for name, m in model.named_modules():
-        if name not in new and _foldable_norm(m):
+        if name not in new and name not in hooked and _foldable_norm(m):   # a replacement would drop the hooks
             new[name] = _Affine(*_affine(m))
 
     swapped = []

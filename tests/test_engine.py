@@ -188,6 +188,10 @@ def test_folds_do_not_reach_across_a_hooked_module(tiny, cut):
     scale = plain.abs().max()
     assert (output(cut) - plain).abs().max() < 1e-5 * scale                 # kept (up to rounding) when a cut
     assert (output("features.denseblock1") - plain).abs().max() > 0.1 * scale   # folded when not
+    store.clear()
+    with hooks(tiny.model, capture), folded_norms(tiny.model), torch.no_grad():   # hooked first: kept, and fires
+        tiny.model(x)
+    assert (store[cut] - plain).abs().max() < 1e-5 * scale
 
 
 def test_fused_faithfulness_equals_one_map_at_a_time(tiny):
