@@ -83,13 +83,14 @@ def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: t
     submodule path). One ``masked_attributions`` call serves every method and both maps; ``stem``: the
     model's (``ModelSpec.stem``)."""
     with torch.no_grad():
-        probs = model(x).float().softmax(1)                                     # (B, classes)
+        logits = model(x)
+    probs = logits.float().softmax(1)                                          # (B, classes)
     if target is None:
         target = probs.argmax(1)
     probability = probs.gather(1, target[:, None]).squeeze(1)                  # (B,)
     keep = torch.stack([torch.ones(len(blocked)), (~blocked.cpu()).float()]).to(x.device)   # (2, Cb)
     methods = {}
-    maps = masked_attributions(model, x, target, METHODS, block, keep, cfg.ig_steps, cfg.ig_batch, stem)
+    maps = masked_attributions(model, x, target, METHODS, block, keep, cfg.ig_steps, cfg.ig_batch, stem, logits)
     for m, (attr, _) in maps.items():                                                   # (2, B, C, H, W)
         base, filt = attr[0].abs().sum(1), attr[1].abs().sum(1)                                      # (B, H, W)
         entry = {"baseline": base, "filtered": filt, "difference": filt - base,
