@@ -50,7 +50,7 @@ def add_model_data_args(p: argparse.ArgumentParser, images: int = 200, engine: b
     g.add_argument("--model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
     g.add_argument("--weights", default=None,
                    help="weights file; default: the model's own source (torch hub cache, a package, or for "
-                        "tiny_densenet a cached model trained on first use); 'random' for untrained weights")
+                        "tiny_densenet the weights shipped with the code); 'random' for untrained weights")
     g.add_argument("--data", default=None,
                    help="'concepts' (built-in concept world), 'imagenet' (class folders under --data-root) or "
                         "any ImageFolder path; default: concepts for tiny_densenet, imagenet otherwise")

@@ -2,7 +2,7 @@
 its named blocks (the neuron groups that statistics, clustering and hooks address) and its CAM layer.
 
 Weights are never downloaded. They come from ``--weights PATH``, the torch hub cache, a package that
-ships them, or (``tiny_densenet``) a model trained on the concept world on first use and cached.
+ships them, or (``tiny_densenet``) this package itself.
 Random weights only when asked for by name: ``--weights random``.
 """
 from __future__ import annotations
@@ -102,8 +102,8 @@ def _convert_by_position(sd: StateDict, model: nn.Module) -> StateDict:
 
 
 def _tiny_weights() -> tuple[Path, str]:
-    from .tiny import cached_weights  # lazy: training imports this module
-    return cached_weights(), "trained on the concept world (cached)"
+    from .tiny import shipped_weights
+    return shipped_weights(), "shipped with the code"
 
 
 def _efficientnet_weights() -> tuple[Path, str]:

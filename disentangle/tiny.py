@@ -1,16 +1,15 @@
-"""Train ``tiny_densenet`` on the concept world on first use and cache it.
+"""The embedded model: ``tiny_densenet`` weights shipped with the code, and the recipe that made them.
 
-The cache file name holds a hash of the training recipe, so a changed recipe trains a new model
-instead of silently reusing an old one. A JSON manifest beside the weights records the recipe,
-the held-out accuracy and the training time. Location: ``$DISENTANGLE_CACHE`` or
-``~/.cache/disentangle``.
+Loading never trains. The weights file ``weights/tiny_densenet.pt`` is checked against the SHA-256
+below on every load, so every machine runs the same model; a file that does not match is an error.
+Training is an explicit command (``train_tiny.py --output FILE``) that reproduces the recipe into a
+new file: the result depends on the CPU's float order and the thread count (other kernels, other
+models), which is why the shipped file, not a retrained one, is the default.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -20,34 +19,27 @@ from torch import nn
 from tqdm import tqdm
 
 from . import concepts
-from .artifacts import versions, write_json
-from .models import MODELS, build_tiny_densenet
+from .artifacts import sha256_file, versions, write_json
+from .errors import UserError
 from .seeding import set_seeds
 
 RECIPE = {"recipe_version": 1, "data_seed": 0, "train_images": 8000, "val_images": 1200, "epochs": 3,
           "batch_size": 64, "lr": 4e-3, "weight_decay": 1e-4, "seed": 0, "hflip": True}
+SHIPPED = Path(__file__).resolve().parent / "weights" / "tiny_densenet.pt"
+SHIPPED_SHA256 = "83d513aa80eff372c25ac85ab6872ef46c8cc7bd3f7f1d441016ca6ae73f4b96"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DISENTANGLE_CACHE", Path.home() / ".cache" / "disentangle"))
-
-
-def weights_path() -> Path:
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / f"tiny_densenet-{key}.pt"
-
-
-def cached_weights() -> Path:
-    """Path of the trained weights, training them first if the cache has none."""
-    path = weights_path()
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A lock so that two processes starting together train once.
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            train(path)
+def shipped_weights() -> Path:
+    """The shipped weights file, after checking its SHA-256."""
+    path = SHIPPED
+    restore = (f"restore it (git checkout -- {path.name}, or reinstall) or pass --weights FILE "
+               f"(train_tiny.py --output FILE trains one)")
+    if not path.is_file():
+        raise UserError(f"the shipped tiny_densenet weights {path} are missing; {restore}")
+    digest = sha256_file(path)
+    if digest != SHIPPED_SHA256:
+        raise UserError(f"the shipped tiny_densenet weights {path} have SHA-256 {digest[:12]}..., not "
+                        f"{SHIPPED_SHA256[:12]}...: the file was changed; {restore}")
     return path
 
 
@@ -59,7 +51,9 @@ def _render(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(path: Path) -> dict:
-    """Train on the ``train`` split, measure top-1 on held-out ``val`` images, save weights + manifest."""
+    """Train on the ``train`` split, measure top-1 on held-out ``val`` images, write the weights to
+    ``path`` and a manifest beside it (``.json``); returns the manifest."""
+    from .models import MODELS, build_tiny_densenet   # models names this module's weights
     r, spec = RECIPE, MODELS["tiny_densenet"]
     start = time.time()
     set_seeds(r["seed"])
@@ -77,8 +71,7 @@ def train(path: Path) -> dict:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, r["lr"], total_steps=r["epochs"] * steps_per_epoch,
                                                 pct_start=0.2)
     gen = torch.Generator().manual_seed(r["seed"])
-    bar = tqdm(total=r["epochs"] * steps_per_epoch, desc="training tiny_densenet (first use, cached after)",
-               unit="step")
+    bar = tqdm(total=r["epochs"] * steps_per_epoch, desc="training tiny_densenet", unit="step")
     model.train()
     for _ in range(r["epochs"]):
         order = torch.randperm(r["train_images"], generator=gen)
@@ -100,12 +93,26 @@ def train(path: Path) -> dict:
     with torch.no_grad():
         accuracy = float((model(normalise(x_val)).argmax(1) == y_val).float().mean())
     elapsed = time.time() - start
-    torch.save(model.state_dict(), path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
-    manifest = {"model": "tiny_densenet", "recipe": r, "heldout_top1": accuracy,
-                "heldout": f"concept world split 'val', images 0..{r['val_images'] - 1}",
-                "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(), "versions": versions()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    manifest = {"model": "tiny_densenet", "file": path.name, "sha256": sha256_file(path), "recipe": r,
+                "heldout_top1": accuracy, "heldout": f"concept world split 'val', images 0..{r['val_images'] - 1}",
+                "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(),
+                "machine": platform.machine(), "processor": _processor(), "versions": versions()}
     write_json(path.with_suffix(".json"), manifest)
-    print(f"tiny_densenet: held-out top-1 {accuracy:.1%} on {r['val_images']} concept-world images, "
-          f"trained in {elapsed:.0f} s -> {path}")
     return manifest
+
+
+def _processor() -> str:
+    """The CPU's model name (Linux), else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -19,7 +19,7 @@ def _seeded():
 
 @pytest.fixture(scope="session")
 def tiny():
-    """The trained tiny_densenet (trained on first use, then cached; under a minute)."""
+    """The trained tiny_densenet: the weights shipped with the code."""
     from disentangle.models import load_model
     return load_model("tiny_densenet")
 

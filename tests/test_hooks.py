@@ -73,22 +73,27 @@ def test_zero_mode_ablates():
 
 
 def test_shared_pass_equals_hooked_captum(tiny):
+    """In float64: in fp32 the two engines round differently, and another CPU's float order can flip
+    a ReLU near a tie on one path and not on the other (a change of up to 1e-3 of a map's mass)."""
+    import copy
+
     from disentangle.concepts import ConceptWorld
     world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
-    x = torch.stack([world[i][0] for i in range(0, 60, 10)])
-    t = tiny.model(x).argmax(1)
+    model = copy.deepcopy(tiny.model).double()
+    x = torch.stack([world[i][0] for i in range(0, 60, 10)]).double()
+    t = model(x).argmax(1)
     blocked = torch.stack([channel_mask([], 32), channel_mask(range(5, 20), 32), channel_mask(range(32), 32)])
-    keep = (~blocked).float()
+    keep = (~blocked).double()
     for block in ("features.denseblock1", "features.denseblock3"):
         for method in ("ig", "saliency"):
-            fast, fast_delta = masked_attributions(tiny.model, x, t, [method], block, keep, 16, 50)[method]
+            fast, fast_delta = masked_attributions(model, x, t, [method], block, keep, 16, 50)[method]
             for j, mask in enumerate(blocked):
-                with hooks(tiny.model, [(block, block_hook(mask, "detach"))]):
-                    ref, ref_delta = attribute(tiny.model, x, t, method, 16, 50)
+                with hooks(model, [(block, block_hook(mask, "detach"))]):
+                    ref, ref_delta = attribute(model, x, t, method, 16, 50)
                 assert torch.allclose(fast[j], ref, atol=1e-6 * max(ref.abs().max().item(), 1e-3))
                 if ref_delta is not None:
                     assert torch.allclose(fast_delta[j], ref_delta, atol=1e-4)
-    assert no_hooks_left(tiny.model)
+    assert no_hooks_left(model)
 
 
 def test_no_hook_leaks_on_errors(tiny_random, tmp_path):

@@ -94,9 +94,14 @@ def test_efficientnet_lite0_real_weights_see_a_cat():
     assert 281 <= top1 <= 285, top1  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def test_tiny_densenet_is_trained_and_accurate_on_heldout_images(tiny):
-    manifest = json.loads(tiny_module.weights_path().with_suffix(".json").read_text())
-    assert manifest["heldout_top1"] >= 0.9
+def test_tiny_densenet_ships_with_the_code_and_is_accurate_on_heldout_images(tiny, monkeypatch):
+    manifest = json.loads(tiny_module.SHIPPED.with_suffix(".json").read_text())
+    assert manifest["sha256"] == tiny_module.SHIPPED_SHA256 == tiny.weights["sha256"]
+    assert manifest["heldout_top1"] >= 0.9 and manifest["recipe"] == tiny_module.RECIPE
+    assert tiny.weights["path"] == str(tiny_module.SHIPPED) and tiny.weights["source"] == "shipped with the code"
+    # Loading never trains.
+    monkeypatch.setattr(tiny_module, "train", lambda path: pytest.fail("loading the embedded model trained it"))
+    assert load_model("tiny_densenet").weights["sha256"] == tiny_module.SHIPPED_SHA256
     # Check again on other held-out images than those the manifest reports.
     world = concepts.ConceptWorld("val", transform=tiny.spec.transform(square=True))
     idx = range(6000, 6600)
@@ -104,4 +109,38 @@ def test_tiny_densenet_is_trained_and_accurate_on_heldout_images(tiny):
     with torch.no_grad():
         acc = (tiny.model(x).argmax(1) == torch.tensor([world.targets[i] for i in idx])).float().mean()
     assert acc >= 0.9, acc
-    assert tiny.weights["path"] == str(tiny_module.weights_path())
+
+
+def test_changed_shipped_weights_are_an_error_never_a_retrain(tmp_path, monkeypatch):
+    damaged = tmp_path / "tiny_densenet.pt"
+    data = bytearray(tiny_module.SHIPPED.read_bytes())
+    data[-100] ^= 1
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(tiny_module, "SHIPPED", damaged)
+    monkeypatch.setattr(tiny_module, "train", lambda path: pytest.fail("a damaged file was retrained"))
+    with pytest.raises(UserError, match="SHA-256 .* the file was changed"):
+        load_model("tiny_densenet")
+    damaged.unlink()
+    with pytest.raises(UserError, match="weights .* are missing"):
+        load_model("tiny_densenet")
+
+
+def test_train_tiny_refuses_to_overwrite(tmp_path, capsys):
+    import train_tiny
+    (tmp_path / "mine.pt").write_bytes(b"x")
+    assert train_tiny.main(["--output", str(tmp_path / "mine.pt")]) == 2
+    assert train_tiny.main(["--output", str(tmp_path / "mine.json")]) == 2
+    assert train_tiny.main(["--output", str(tiny_module.SHIPPED)]) == 2
+    err = capsys.readouterr().err
+    assert "exists; choose a new file name" in err and "overwritten by its own manifest" in err
+
+
+@pytest.mark.slow
+def test_training_reproduces_the_recipe_into_a_new_file(tmp_path):
+    import train_tiny
+    out = tmp_path / "retrained.pt"
+    assert train_tiny.main(["--output", str(out)]) == 0
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["heldout_top1"] >= 0.9 and manifest["recipe"] == tiny_module.RECIPE
+    loaded = load_model("tiny_densenet", str(out))
+    assert loaded.weights["source"] == "file" and loaded.weights["sha256"] == manifest["sha256"]
