@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", default="block_1", help="named block")
     p.add_argument("--cluster", type=int, default=0, help="cluster to block")
     p.add_argument("--k", type=int, default=3, help="number of clusters")
-    p.add_argument("--batches", type=int, default=10, help="number of batches of evenly spread images")
+    p.add_argument("--batches", type=cli.positive, default=10, help="number of batches of evenly spread images")
     p.add_argument("--stats_dir", default=None, help="default: outputs/neuron_stats/<block>_k<k>")
     cli.add_runtime_args(p)
     p.add_argument("--output", default=None, help="default: outputs/accuracy/acc_<block>_c<cluster>_k<k>.json")

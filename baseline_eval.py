@@ -21,8 +21,8 @@ def parser() -> cli.Parser:
     a.add_argument("--methods", default="ig,saliency", help=f"comma-separated, from {', '.join(METHODS)}")
     a.add_argument("--metric", default="patch", help=f"{' or '.join(METRICS)}: score single pixels or a 14x14 "
                                                       f"grid of patches")
-    a.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
-    a.add_argument("--ig-batch", type=int, default=256,
+    a.add_argument("--ig-steps", type=cli.positive, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
+    a.add_argument("--ig-batch", type=cli.positive, default=256,
                    help="rows per IG forward/backward: the images x steps of a batch are chunked to this")
     a.add_argument("--target", default="pred", help="class to explain: 'pred' (predicted) or 'label' (true)")
     a.add_argument("--precision", default="fp32",
@@ -31,7 +31,7 @@ def parser() -> cli.Parser:
     a.add_argument("--mass", type=float, default=0.9, help="sparsity: share of attribution mass to cover")
     a.add_argument("--drop-fraction", type=float, default=0.1,
                    help="faithfulness: share of pixels/patches masked, the most important first")
-    a.add_argument("--mask-value", type=float, default=0.0,
+    a.add_argument("--mask-value", type=cli.finite, default=0.0,
                    help="faithfulness: value written into masked pixels, in normalised input space "
                         "(0 = the data set's mean colour)")
     o = p.add_argument_group("output")

@@ -42,13 +42,8 @@ def parse_axes(text: str) -> tuple[str, str, str]:
 def load_stats(folder: Path, block: str, n: int) -> dict[str, np.ndarray]:
     """Each statistic as a ``(C,)`` float64 array, checked against the ``n`` cluster labels."""
     path = folder / f"stats_{block}.npz"
-    if not path.exists():
-        raise cli.UserError(f"{path} is missing; rerun neuron_stats.py for this folder")
-    with np.load(path) as z:
-        missing = [s for s in neurons.STATS if s not in z]
-        if missing:
-            raise cli.UserError(f"{path} lacks the statistic {missing[0]!r}; rerun neuron_stats.py")
-        stats = {s: z[s].astype(np.float64) for s in neurons.STATS}
+    z = artifacts.read_npz(path, neurons.STATS, "neuron statistics")
+    stats = {s: z[s].astype(np.float64) for s in neurons.STATS}
     if any(len(v) != n for v in stats.values()):
         raise cli.UserError(f"{path} holds {len(stats['mean'])} neurons but cluster_results.npz {n}; "
                             f"rerun neuron_stats.py for this folder")
@@ -82,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if labels.ndim != 1 or labels.min() < 0 or labels.max() >= clusters.k:
         raise cli.UserError(f"{folder}/cluster_results.npz has labels outside 0..{clusters.k - 1}; rerun neuron_stats.py")
     stats = load_stats(folder, clusters.block, len(labels))
-    with np.load(folder / "cluster_results.npz") as z:
-        mean, scale = z["scaler_mean"], z["scaler_scale"]
+    z = artifacts.read_npz(folder / "cluster_results.npz", ("scaler_mean", "scaler_scale"), "cluster")
+    mean, scale = z["scaler_mean"], z["scaler_scale"]
     z_stats = (neurons.stats_matrix(stats) - mean) / scale             # (C, S), as clustered
 
     table = centroid_table(stats, labels, clusters.k)

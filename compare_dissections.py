@@ -7,7 +7,6 @@ counts) and manifest.json.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +29,8 @@ def read_run(folder: Path) -> tuple[pd.DataFrame, dict, dict]:
         raise UserError(f"{folder} is not a dissect_neurons.py result folder (no matching manifest.json)")
     if not manifest.get("complete"):
         raise UserError(f"{folder} holds an unfinished dissection; rerun dissect_neurons.py there first")
-    frame = pd.read_csv(folder / "descriptions.csv")
-    return frame, json.loads((folder / "summary.json").read_text()), manifest
+    frame = artifacts.read_csv(folder / "descriptions.csv", ("layer", "unit", "description"), "descriptions")
+    return frame, artifacts.read_json(folder / "summary.json", "dissection summary"), manifest
 
 
 @cli.entrypoint
@@ -45,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--names needs {len(folders)} distinct names, got {names}")
     runs = {n: read_run(f) for n, f in zip(names, folders)}
     out = Path(args.output_dir or "outputs/dissect/compare_" + "_vs_".join(names))
+    inputs = {n: str(f.resolve()) for n, f in zip(names, folders)}
+    manifest = artifacts.make_manifest("compare_dissections", {"runs": inputs}, {}, inputs)
+    artifacts.open_derived(out, manifest)
 
     rows = []
     for name, (_, summary, manifest) in runs.items():
@@ -65,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         units = pd.concat(frames, axis=1).reset_index()
         units["agree"] = units[names].nunique(axis=1) == 1
         artifacts.write_csv(out / "units.csv", units)
-    inputs = {n: str(f.resolve()) for n, f in zip(names, folders)}
-    artifacts.write_json(out / artifacts.MANIFEST, {**artifacts.make_manifest(
-        "compare_dissections", {"runs": inputs}, {}, inputs), "complete": True})
+    artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
 
     print(pd.DataFrame(rows)[["run", "layer", "labelled_units", "unique_concepts"]].to_string(index=False))
     if same_units:

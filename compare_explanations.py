@@ -23,7 +23,7 @@ def parser() -> cli.Parser:
                    help="'top': the --top share of pixels with the highest values (above 0, ties together); "
                         "'otsu': pixels above Otsu's threshold of each map")
     p.add_argument("--top", type=float, default=0.2, help="share of pixels kept by --binarize top")
-    p.add_argument("--figure_images", type=int, default=8, help="rows (images) of the figure grid")
+    p.add_argument("--figure_images", type=cli.positive, default=8, help="rows (images) of the figure grid")
     p.add_argument("--output_dir", "--output-dir", default="outputs/compare", help="artifact folder")
     p.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
     return p

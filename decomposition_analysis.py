@@ -24,11 +24,11 @@ from disentangle.models import resolve_block
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     p.add_argument("--img_idx", type=int, default=1050, help="image index in the data set (--num_images 1)")
-    p.add_argument("--num_images", type=int, default=1, help="1: one image; N > 1: N evenly spread images, aggregated")
+    p.add_argument("--num_images", type=cli.positive, default=1, help="1: one image; N > 1: N evenly spread images, aggregated")
     p.add_argument("--stats_dir", default="outputs/neuron_stats/block_1_k3", help="output of neuron_stats.py")
     p.add_argument("--method", default="ig", help="ig or saliency (signed gradient, so that the maps add up)")
-    p.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps")
-    p.add_argument("--ig-batch", type=int, default=256, help="rows (image x step) per IG forward/backward")
+    p.add_argument("--ig-steps", type=cli.positive, default=50, help="Integrated Gradients steps")
+    p.add_argument("--ig-batch", type=cli.positive, default=256, help="rows (image x step) per IG forward/backward")
     cli.add_runtime_args(p)
     p.add_argument("--output_dir", default="outputs/decomposition_analysis", help="where figures and JSON go")
     return p

@@ -36,7 +36,7 @@ def parser() -> cli.Parser:
                    help="probe images: 'concepts' (concept world, pixel labels), 'broden' (see --broden_root), "
                         "'imagenet_val', or a folder (a folder holding Broden's index.csv is read as Broden); "
                         "only concepts and Broden carry the pixel labels mask-IoU dissection needs")
-    g.add_argument("--probe_images", type=int, default=None,
+    g.add_argument("--probe_images", type=cli.positive, default=None,
                    help="number of probe images (default: 1200 for concepts, all of any other set)")
     g.add_argument("--broden_root", default=probes.BRODEN_ROOT, help="Broden folder for --d_probe broden")
     m = p.add_argument_group("method")
@@ -64,12 +64,12 @@ def parser() -> cli.Parser:
     o.add_argument("--min_units", type=int, default=4,
                    help="units_per_concept.png shows concepts with at least this many labelled units")
     o.add_argument("--top_units", type=int, default=8, help="units per layer drawn in the image strips")
-    o.add_argument("--top_images", type=int, default=5, help="top-activating images per unit in the strips")
+    o.add_argument("--top_images", type=cli.positive, default=5, help="top-activating images per unit in the strips")
     o.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
     r = p.add_argument_group("runtime")
-    r.add_argument("--batch_size", "--batch-size", type=int, default=64, help="images per batch")
+    r.add_argument("--batch_size", "--batch-size", type=cli.positive, default=64, help="images per batch")
     r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
-    r.add_argument("--workers", type=int, default=4, help="image-loading processes for folders")
+    r.add_argument("--workers", type=cli.count, default=4, help="image-loading processes for folders")
     p.add_argument("--seed", type=int, default=0, help="seed (rank-reorder's random baselines)")
     return p
 

@@ -22,10 +22,10 @@ def parser() -> cli.Parser:
     f = p.add_argument_group("fit")
     f.add_argument("--start_neuron", type=int, default=0, help="first neuron to explain")
     f.add_argument("--end_neuron", type=int, default=None, help="one past the last neuron (default: all)")
-    f.add_argument("--max_length", type=int, default=10, help="most concepts in one explanation")
+    f.add_argument("--max_length", type=cli.positive, default=10, help="most concepts in one explanation")
     f.add_argument("--tolerance", type=float, default=0.02,
                    help="a concept is added only if it raises validation correlation by at least this much")
-    f.add_argument("--candidates", type=int, default=20,
+    f.add_argument("--candidates", type=cli.positive, default=20,
                    help="concepts per neuron kept from the elastic-net path for the greedy search")
     f.add_argument("--alpha", type=float, default=0.99, help="elastic-net mixing: 1 is the lasso, 0 ridge")
     p.add_argument("--result_dir", default=None,

@@ -12,6 +12,7 @@ writes one ranked row per neuron: selectivity S, causality C, robustness R, huma
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from disentangle import artifacts, cli, scores
 from disentangle.hooks import capture_hooks, hooks
@@ -35,12 +36,12 @@ def parser() -> cli.Parser:
     e.add_argument("--extract", action="store_true", help="build data.csv from a model instead of scoring")
     e.add_argument("--block", default="block_4", help="named block whose channels are the neurons")
     e.add_argument("--neurons", default=None, help="comma-separated channel indices (default: every channel)")
-    e.add_argument("--levels", type=int, default=5, help="perturbation levels; the highest is clean")
+    e.add_argument("--levels", type=cli.positive, default=5, help="perturbation levels; the highest is clean")
     e.add_argument("--model", default="tiny_densenet", help="registered model")
     e.add_argument("--model-weights", default=None, help="the model's weights file (its --weights elsewhere)")
     e.add_argument("--data", default=None, help="'concepts', 'imagenet' or an ImageFolder path (default: the model's)")
     e.add_argument("--data-root", default=None, help="ImageNet validation folder")
-    e.add_argument("--images", type=int, default=120, help="images, evenly spread over classes")
+    e.add_argument("--images", type=cli.positive, default=120, help="images, evenly spread over classes")
     e.add_argument("--seed", type=int, default=0, help="seed of the perturbation noise")
     cli.add_runtime_args(p)
     return p
@@ -51,6 +52,13 @@ def numbers(text: str, flag: str) -> tuple[float, ...]:
         return tuple(float(t) for t in text.replace(",", " ").split())
     except ValueError:
         raise cli.UserError(f"{flag} takes space-separated numbers, got {text!r}") from None
+
+
+def channel_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise cli.UserError(f"--neurons takes comma-separated channel indices, e.g. 3,17, got {text!r}") from None
 
 
 def extract(args: argparse.Namespace) -> int:
@@ -65,7 +73,7 @@ def extract(args: argparse.Namespace) -> int:
     with hooks(run.loaded.model, capture):
         run.loaded.model(x[None].to(run.device))
     n_channels = store[path].shape[1]
-    neurons = list(range(n_channels)) if args.neurons is None else [int(n) for n in numbers(args.neurons, "--neurons")]
+    neurons = list(range(n_channels)) if args.neurons is None else channel_list(args.neurons)
     if any(not 0 <= n < n_channels for n in neurons):
         raise cli.UserError(f"--neurons must be channels 0..{n_channels - 1} of {args.block}")
     from disentangle.trials import extract_trials
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                              recognizable_levels=numbers(args.recognizable_levels, "--recognizable-levels"),
                              min_p_value=args.min_p_value, human_score_col=args.human_score_col,
                              weights=numbers(args.weights, "--weights"))
+    if Path(args.paths[2]).resolve() in {Path(p).resolve() for p in args.paths[:2]}:
+        raise cli.UserError(f"the results path {args.paths[2]} is one of the inputs; choose another file")
     trials = scores.load_trials(args.paths[0], cfg.human_score_col)
     mapping = scores.load_neuron_map(args.paths[1], trials)
     result = scores.score_neurons(trials, mapping, cfg)

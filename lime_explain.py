@@ -35,7 +35,7 @@ def parser() -> cli.Parser:
     s = p.add_argument_group("superpixels")
     s.add_argument("--segmentation", default=DEFAULTS.segmentation, choices=SEGMENTATIONS,
                    help="scikit-image algorithm, through LIME's SegmentationAlgorithm")
-    s.add_argument("--n_segments", type=int, default=DEFAULTS.n_segments, help="slic: about this many superpixels")
+    s.add_argument("--n_segments", type=cli.positive, default=DEFAULTS.n_segments, help="slic: about this many superpixels")
     s.add_argument("--compactness", type=float, default=DEFAULTS.compactness,
                    help="slic: balance of colour and space; higher = squarer superpixels")
     s.add_argument("--sigma", type=float, default=DEFAULTS.sigma, help="slic: Gaussian smoothing before segmenting")
@@ -46,10 +46,10 @@ def parser() -> cli.Parser:
     e.add_argument("--hide_color", type=hide_color_arg, default=DEFAULTS.hide_color,
                    help="how a hidden superpixel is filled: 'mean' (its own mean colour, LIME's library default, which "
                         "leaves a flat-coloured superpixel unchanged) or a pixel value 0..255 for every channel")
-    e.add_argument("--num_features", type=int, default=DEFAULTS.num_features,
+    e.add_argument("--num_features", type=cli.positive, default=DEFAULTS.num_features,
                    help="superpixels in the mask: the top positive ones for the explained class")
-    e.add_argument("--num_samples", type=int, default=DEFAULTS.num_samples, help="perturbed pictures per image")
-    e.add_argument("--top_labels", type=int, default=DEFAULTS.top_labels,
+    e.add_argument("--num_samples", type=cli.positive, default=DEFAULTS.num_samples, help="perturbed pictures per image")
+    e.add_argument("--top_labels", type=cli.positive, default=DEFAULTS.top_labels,
                    help="with --target top1: explain this many top classes (the mask is the top-1's)")
     e.add_argument("--target", default="top1", help="class to explain: 'top1' (each image's prediction) or a class index")
     o = p.add_argument_group("output")

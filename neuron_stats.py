@@ -20,7 +20,7 @@ def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     p.add_argument("--block", default="block_1", help="named block of the model (see README: Models)")
     p.add_argument("--n_clusters", "--k", dest="k", type=int, default=3, help="number of k-means clusters")
-    p.add_argument("--n_init", type=int, default=10, help="k-means restarts (seeded); the best inertia wins")
+    p.add_argument("--n_init", type=cli.positive, default=10, help="k-means restarts (seeded); the best inertia wins")
     cli.add_model_data_args(p, images=1000)
     p.add_argument("--output_dir", default=None, help="default: outputs/neuron_stats/<block>_k<k>")
     p.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     stats_file = out / f"stats_{args.block}.npz"
     source = reusable_stats(out, manifest["config"])
     if source is not None:
-        with np.load(source) as z:
-            stats = {k: z[k] for k in neurons.STATS}
+        z = artifacts.read_npz(source, neurons.STATS, "neuron statistics")
+        stats = {k: z[k] for k in neurons.STATS}
         manifest["inputs"] = {"statistics": str(source.parent)}
     else:
         stats = neurons.collect_stats(run.loaded.model, path, run.loader(args.batch_size), run.device,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from disentangle import cli, grid
+from disentangle import artifacts, cli, grid
 from disentangle.hooks import MODES
 
 
@@ -20,19 +20,23 @@ def parser() -> cli.Parser:
                                                    "(all the model's blocks if it has no block_1)")
     g.add_argument("--ks", default="2,3,4,5", help="comma-separated numbers of clusters")
     g.add_argument("--modes", default="detach", help=f"comma-separated, from {', '.join(MODES)}")
-    g.add_argument("--control_ks", default="3", help="clusterings whose clusters get random controls ('' for none)")
-    g.add_argument("--repeats", type=int, default=5, help="random neuron sets per controlled cluster")
-    g.add_argument("--stats_images", type=int, default=1000, help="images for the neuron statistics")
-    g.add_argument("--n_init", type=int, default=10, help="k-means restarts")
+    g.add_argument("--control_ks", default=None,
+                   help="clusterings whose clusters get random controls, among --ks ('' for none); "
+                        "default: 3 when it is among --ks, else the smallest of --ks")
+    g.add_argument("--repeats", type=cli.positive, default=5, help="random neuron sets per controlled cluster")
+    g.add_argument("--stats_images", type=cli.positive, default=1000, help="images for the neuron statistics")
+    g.add_argument("--n_init", type=cli.positive, default=10, help="k-means restarts")
     cli.add_model_data_args(p, images=100, engine=True)
     a = p.add_argument_group("attributions")
     a.add_argument("--metric", default="patch", help="pixel or patch")
     a.add_argument("--methods", default="ig,saliency", help="comma-separated, from ig, saliency")
-    a.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps")
-    a.add_argument("--ig-batch", type=int, default=256, help="rows per IG forward/backward")
+    a.add_argument("--ig-steps", type=cli.positive, default=50, help="Integrated Gradients steps")
+    a.add_argument("--ig-batch", type=cli.positive, default=256, help="rows per IG forward/backward")
     a.add_argument("--precision", default="fp32",
                    help="fp32, or bf16/fp16: the attribution stages' forward passes under autocast (mixed precision)")
     p.add_argument("--outputs", default="outputs", help="root folder of every artifact")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the stages' folders that hold runs with other settings (never other files)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     return p
 
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(grid.describe(steps, args))
     if args.dry_run:
         return 0
+    artifacts.hold(args.outputs)   # one grid per outputs folder at a time
     grid.execute(steps, args)
     print(f"grid finished in {time.time() - start:.0f} s; summary in {args.outputs}/mask_grid_summary.csv")
     return 0

@@ -12,7 +12,7 @@ from disentangle.data import even_subset, targets_of
 
 def parser() -> cli.Parser:
     p = visualize_attribution.parser(__doc__, one_image=False)
-    p.add_argument("--num_images", type=int, default=20, help="images, spread evenly over the classes")
+    p.add_argument("--num_images", type=cli.positive, default=20, help="images, spread evenly over the classes")
     return p
 
 

@@ -23,7 +23,7 @@ def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("explanations", help="explanations.csv (explain_neurons.py) or descriptions.csv (dissect_neurons.py)")
     neuron_data.add_args(p)
-    p.add_argument("--unit_chunk", type=int, default=8, help="neurons ablated in one forward pass (memory)")
+    p.add_argument("--unit_chunk", type=cli.positive, default=8, help="neurons ablated in one forward pass (memory)")
     p.add_argument("--result_dir", default=None, help="default: outputs/simulation/<model>_<layer>_<mode>_ablation")
     return p
 
@@ -61,14 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                              "sum_abs_dce_mean": totals["mean"].numpy()})
     per_unit["score"] = 1 - per_unit["sum_abs_dce_simulated"] / per_unit["sum_abs_dce_mean"].clip(lower=1e-12)
     out = Path(args.result_dir or f"outputs/simulation/{d.loaded.spec.name}_{args.target_layer}_{args.mode}_ablation")
+    inputs = {"explanations": str(Path(args.explanations).resolve())}
+    manifest = artifacts.make_manifest("simulate_ablation", {**d.config, **inputs},
+                                       {"device": str(d.device), "batch_size": args.batch_size}, inputs)
+    artifacts.open_derived(out, manifest)
     artifacts.write_csv(out / "ablation.csv", per_unit)
     result = {"score": score, "units": len(units), "not_simulated": sim.missing, "test_images": len(test_idx),
               "sum_abs_dce_simulated": totals["simulated"].sum().item(), "sum_abs_dce_mean": totals["mean"].sum().item()}
     artifacts.write_json(out / "ablation.json", result)
-    inputs = {"explanations": str(Path(args.explanations).resolve())}
-    artifacts.write_json(out / artifacts.MANIFEST, {**artifacts.make_manifest(
-        "simulate_ablation", {**d.config, **inputs}, {"device": str(d.device), "batch_size": args.batch_size},
-        inputs), "complete": True})
+    artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
     print(f"{sim.method} of {len(units)} neurons of {args.target_layer}: ablation score {score:.3f} "
           f"(Σ|ΔCE| simulated {result['sum_abs_dce_simulated']:.2f} vs mean ablation {result['sum_abs_dce_mean']:.2f}, "
           f"{len(test_idx)} test images)")

@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         summary.append({"method": name, "kind": sim.method, "neurons": len(units) + len(sim.missing),
                         "simulated": len(units), "mean correlation": c.mean(), "median correlation": c.median()})
     out = Path(args.result_dir or f"outputs/simulation/{d.loaded.spec.name}_{args.target_layer}_{args.mode}")
+    inputs = {n: str(Path(f).resolve()) for n, f in zip(names, args.explanations)}
+    manifest = artifacts.make_manifest("simulate_correlation", {**d.config, "explanations": inputs},
+                                       {"device": str(d.device)}, inputs)
+    artifacts.open_derived(out, manifest)
     frame, table = pd.DataFrame(rows), pd.DataFrame(summary)
     artifacts.write_csv(out / "correlations.csv", frame)
     artifacts.write_csv(out / "summary.csv", table)
     boxplot(frame, out / "correlations.png", f"{d.loaded.spec.name} {args.target_layer}: test correlation")
-    inputs = {n: str(Path(f).resolve()) for n, f in zip(names, args.explanations)}
-    artifacts.write_json(out / artifacts.MANIFEST, {**artifacts.make_manifest(
-        "simulate_correlation", {**d.config, "explanations": inputs}, {"device": str(d.device)}, inputs),
-        "complete": True})
+    artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for s in summary:
         if s["simulated"] < s["neurons"]:

@@ -38,13 +38,13 @@ def parser() -> cli.Parser:
                    help="test every finished filtered_* run under --outputs (instead of --filtered_dir) and "
                         "correct across all of them")
     s = p.add_argument_group("statistics")
-    s.add_argument("--num_images", type=int, default=None,
+    s.add_argument("--num_images", type=cli.positive, default=None,
                    help="use the first N paired images in index order; default: all")
-    s.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples of the mean difference")
+    s.add_argument("--bootstrap", type=cli.positive, default=10000, help="bootstrap resamples of the mean difference")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (the same for every test)")
     s.add_argument("--alpha", type=float, default=0.05,
                    help="level of the 'significant' flags; the interval covers 1 - alpha")
-    s.add_argument("--batch_size", "--batch-size", type=int, default=None,
+    s.add_argument("--batch_size", "--batch-size", type=cli.positive, default=None,
                    help="accepted for the original command line; changes nothing (statistics read the "
                         "per-image artifacts)")
     p.add_argument("--output_dir", default=None,
@@ -75,7 +75,7 @@ def load_filtered(folder: Path, baseline: pipeline.Baseline) -> tuple[dict, pd.D
     if problem:
         raise UserError(f"the filtered run in {folder} was not made against the baseline in {baseline.folder} "
                         f"({problem.replace(' there,', ' in the baseline,').replace(' now', ' in the run')})")
-    return manifest, pd.read_csv(folder / "per_image.csv")
+    return manifest, artifacts.read_csv(folder / "per_image.csv", ("index",), "the filtered run's per-image table")
 
 
 def check_stats_dir(stats_dir: str, folder: Path, manifest: dict) -> dict:
@@ -86,14 +86,6 @@ def check_stats_dir(stats_dir: str, folder: Path, manifest: dict) -> dict:
                         f"(it was made from {used})")
     cfg = pipeline.finished(Path(stats_dir), "neuron statistics")["config"]
     return {"folder": stats_dir, "block": cfg.get("block"), "k": cfg.get("k")}
-
-
-def check_output(out: Path) -> None:
-    old = artifacts.read_manifest(out)
-    if old is None and out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and holds no {artifacts.MANIFEST}; choose another --output_dir")
-    if old is not None and old.get("stage") != "statistic":
-        raise UserError(f"{out} holds a {old.get('stage')} run; choose another --output_dir")
 
 
 def _json_number(v):
@@ -146,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
                 pairs[key] = (filt[f"{m}_{measure}"].to_numpy(), base[f"{m}_{measure}"].to_numpy())
                 about[key] = {"block": c["block"], "k": c["k"], "cluster": c["cluster"], "mode": c["mode"],
                               "method": m, "measure": measure, "metric": c["metric"], "filtered_dir": str(folder)}
-    check_output(out)
-
     results = significance.compare_all(pairs, args.bootstrap, args.seed, args.alpha)
     tests = {}
     for key, r in results.items():
@@ -163,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if neuron_stats:
         inputs["neuron_stats"] = neuron_stats["folder"]
     manifest = artifacts.make_manifest("statistic", config, {"batch_size": args.batch_size}, inputs)
-    artifacts.write_json(out / artifacts.MANIFEST, manifest)
+    artifacts.open_derived(out, manifest)
     artifacts.write_json(out / "statistical_results.json", {
         "settings": {"baseline_dir": str(baseline.folder), "filtered_dirs": [str(f) for f in folders],
                      "num_images": args.num_images, "bootstrap": args.bootstrap, "seed": args.seed,

@@ -18,7 +18,7 @@ from disentangle.errors import UserError
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     p.add_argument("--output", required=True, help="weights file to write (its manifest goes beside it as .json)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    p.add_argument("--threads", type=cli.positive, default=None, help="CPU threads (default: torch's, one per core)")
     return p
 
 

@@ -111,13 +111,13 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
         manifest = pipeline.finished(folder, "explanations")
         if manifest.get("stage") not in STAGES:
             raise UserError(f"{folder} holds a {manifest.get('stage')} run, not one of {', '.join(STAGES)}")
-        with np.load(folder / HEATMAPS) as z:
-            ids, targets = z["ids"].tolist(), z["targets"]
-            here = {m: z[m] for m in manifest["config"]["methods"]}
+        z = artifacts.read_npz(folder / HEATMAPS, ("ids", "targets", *manifest["config"]["methods"]), "heatmaps")
+        ids, targets = z["ids"].tolist(), z["targets"]
+        here = {m: z[m] for m in manifest["config"]["methods"]}
         if first is None:
             first = (folder, manifest, ids, targets)
-            with np.load(folder / IMAGES) as z:
-                pixels, objects = z["pixels"], (z["objects"] if "objects" in z else None)
+            z = artifacts.read_npz(folder / IMAGES, ("pixels",), "images")
+            pixels, objects = z["pixels"], z.get("objects")
         else:
             f0, m0, ids0, targets0 = first
             pipeline.same_model(m0, manifest, str(f0), str(folder))
@@ -132,7 +132,8 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
                 raise UserError(f"method {m} appears in two inputs; give each method once")
             maps[m] = v
         manifests[str(folder)] = manifest
-        predictions = pd.read_csv(folder / "predictions.csv", dtype={"id": str})
+        predictions = artifacts.read_csv(folder / "predictions.csv", ("target", "target_name"), "predictions",
+                                         dtype={"id": str})
         names.update(zip(predictions["target"].astype(int), predictions["target_name"].astype(str)))
     _, _, ids, targets = first
     return Explanations(ids, targets, maps, pixels, objects, manifests, names)

@@ -36,12 +36,12 @@ def load(folder: str | os.PathLike | None, kind: str, key: dict) -> dict[str, np
     if not path.exists():
         return None
     try:
-        with np.load(path) as f:
-            if str(f[KEY]) == text:
-                return {k: f[k] for k in f.files if k != KEY}
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cache file {path} is unreadable ({e}); delete it") from None
-    raise UserError(f"cache file {path} was made for another key; delete it")
+        arrays = artifacts.read_npz(path, (KEY,), "cache")
+    except UserError as e:
+        raise UserError(f"{e}; delete it (it is recomputed)") from None
+    if str(arrays.pop(KEY)) != text:
+        raise UserError(f"cache file {path} was made for another key; delete it (it is recomputed)")
+    return arrays
 
 
 def store(folder: str | os.PathLike | None, kind: str, key: dict, arrays: dict[str, np.ndarray]) -> None:

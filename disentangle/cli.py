@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import data as data_mod
+from . import artifacts, data as data_mod
 from .errors import UserError
 from .models import MODELS, LoadedModel, load_model
 from .seeding import set_seeds
@@ -27,22 +27,38 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
 def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Turn ``UserError`` into one line on stderr and exit status 2."""
+    """Turn ``UserError`` into one line on stderr and exit status 2, an interruption (Ctrl-C) into
+    one line and status 130; the run's output locks are released either way."""
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
+        global _depth
         try:
-            return main(argv) or 0
+            _depth += 1
+            with artifacts.run_scope():
+                return main(argv) or 0
         except UserError as e:
             # A DataLoader worker re-raises with the worker's traceback in the message: keep its last line.
             message = str(e).strip().splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")
             print(f"error: {message}", file=sys.stderr)
             return 2
+        except SystemExit as e:          # argparse's one-line errors and --help, for in-process callers
+            return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+        except KeyboardInterrupt:
+            if _depth > 1:             # a stage run by another (the grid): the outermost reports it
+                raise
+            print("interrupted; finished work is kept: rerun the same command to resume", file=sys.stderr)
+            return 130
+        finally:
+            _depth -= 1
     return wrapped
+
+
+_depth = 0   # entry points running, nested when one script's main calls another's
 
 
 def add_model_data_args(p: argparse.ArgumentParser, images: int = 200, engine: bool = False) -> None:
@@ -55,7 +71,7 @@ def add_model_data_args(p: argparse.ArgumentParser, images: int = 200, engine: b
                    help="'concepts' (built-in concept world), 'imagenet' (class folders under --data-root) or "
                         "any ImageFolder path; default: concepts for tiny_densenet, imagenet otherwise")
     g.add_argument("--data-root", default=None, help=f"ImageNet validation folder (default {data_mod.IMAGENET_ROOT})")
-    g.add_argument("--images", type=int, default=images,
+    g.add_argument("--images", type=positive, default=images,
                    help="number of images, chosen deterministically and spread evenly over classes")
     add_runtime_args(p, engine)
     p.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
@@ -74,9 +90,9 @@ def add_runtime_args(p: argparse.ArgumentParser, engine: bool = False) -> None:
                             f"({AUTO_START['cpu']} on the CPU) and, on out-of-memory, compute each batch in halves "
                             f"(and IG in half as many rows) and retry, as often as needed")
     else:
-        r.add_argument("--batch-size", type=int, default=32, help="images per batch")
+        r.add_argument("--batch-size", type=positive, default=32, help="images per batch")
     r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
-    r.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    r.add_argument("--workers", type=count, default=min(4, os.cpu_count() or 1),
                    help="data-loading processes for image folders (the concept world renders in-process)")
     if engine:
         r.add_argument("--channels-last", action="store_true",
@@ -89,14 +105,41 @@ AUTO_START = {"cuda": 256, "cpu": 32}
 T = TypeVar("T")
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    return 0 if text.strip() == "0" else positive(text)
+
+
+def finite(text: str) -> float:
+    """An argparse type: a finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def batch_size(text: str) -> int | str:
-    """``--batch-size`` value: an integer (the loader checks that it is positive) or ``auto``."""
+    """``--batch-size`` value: a positive integer or ``auto``."""
     if text == "auto":
         return text
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images or 'auto', got {text!r}") from None
+        return positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a number of images (at least 1) or 'auto', got {text!r}") from None
 
 
 def out_of_memory(e: BaseException) -> bool:

@@ -1,17 +1,18 @@
 """Where a cluster's effect sits among the effects of random neuron sets of the same size."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from . import artifacts
 
 MEASURES = ("sparsity", "faithfulness")
 
 
 def mean_deltas(folder: Path) -> dict[tuple[str, str], float]:
     """``{(method, measure): mean per-image delta}`` from a blocked run's ``metrics.json``."""
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = artifacts.read_json(folder / "metrics.json", "metrics")
     return {(m, k): metrics[m][f"{k}_delta"]["mean"] for m in metrics["settings"]["methods"] for k in MEASURES}
 
 
@@ -32,6 +33,6 @@ def repeat_dirs(folder: Path) -> list[Path]:
     out = []
     for d in sorted(folder.glob("repeat_*")):
         m = d / "manifest.json"
-        if m.exists() and json.loads(m.read_text()).get("complete"):
+        if m.exists() and artifacts.read_json(m, "manifest").get("complete"):
             out.append(d)
     return out

@@ -22,12 +22,24 @@ from .models import ModelSpec
 IMAGENET_ROOT = "data/ILSVRC2012_img_val"
 
 
+# What PIL raises for a file that is not a readable image (a truncated or damaged one among them).
+UNREADABLE = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+
+
 def read_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise UserError(_too_large(path, e)) from None
+    except UNREADABLE as e:
+        raise UserError(f"cannot read image {path}: {e}; replace or remove it (finished batches are kept; "
+                        f"a removed file changes the data: rerun with --overwrite)") from None
+
+
+def _too_large(path: str | Path, e: Exception) -> str:
+    return (f"image {path} is too large for PIL's decompression-bomb guard ({e}); shrink it, or remove it "
+            f"from the folder")
 
 
 def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None,
@@ -99,7 +111,9 @@ def check_images(dataset: Dataset, indices: np.ndarray) -> None:
         try:
             with Image.open(path) as im:
                 im.verify()
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        except Image.DecompressionBombError as e:
+            raise UserError(_too_large(path, e)) from None
+        except UNREADABLE as e:
             raise UserError(f"cannot read image {path}: {e}") from None
 
 

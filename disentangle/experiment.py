@@ -21,11 +21,11 @@ from .models import resolve_block
 
 def add_filtered_args(p: argparse.ArgumentParser) -> None:
     """Flags of stages that rerun the baseline's evaluation with neurons blocked."""
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", type=cli.positive, default=None,
                    help="number of images; must equal the baseline's (the default), since deltas are per image")
     p.add_argument("--metric", default=None, help="pixel or patch; must equal the baseline's (the default)")
     cli.add_runtime_args(p, engine=True)
-    p.add_argument("--ig-batch", type=int, default=256, help="rows (image x step) per IG forward/backward")
+    p.add_argument("--ig-batch", type=cli.positive, default=256, help="rows (image x step) per IG forward/backward")
     p.add_argument("--save-attributions", action="store_true",
                    help="also write the blocked attribution maps (large: images x 3 x H x W per method)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")

@@ -47,8 +47,16 @@ def blocks_of(args: argparse.Namespace) -> list[str]:
     return blocks
 
 
+def control_ks_of(args: argparse.Namespace) -> list[int]:
+    """``--control_ks``, by default 3 when it is among ``--ks``, else the smallest of them."""
+    if args.control_ks is not None:
+        return _ints(args.control_ks, "--control_ks")
+    ks = _ints(args.ks, "--ks")
+    return [3 if 3 in ks else min(ks)] if ks else []
+
+
 def plan(args: argparse.Namespace) -> list[Step]:
-    ks, control_ks = _ints(args.ks, "--ks"), _ints(args.control_ks, "--control_ks")
+    ks, control_ks = _ints(args.ks, "--ks"), control_ks_of(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -71,7 +79,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
 def describe(steps: list[Step], args: argparse.Namespace) -> str:
     ks, blocks = _ints(args.ks, "--ks"), blocks_of(args)
     clusters = sum(ks) * len(blocks)
-    controls = sum(_ints(args.control_ks, "--control_ks")) * len(blocks) * args.repeats
+    controls = sum(control_ks_of(args)) * len(blocks) * args.repeats
     return (f"plan: {args.model} on {args.data or get_spec(args.model).default_data}, {args.images} images, "
             f"blocks {', '.join(blocks)} x k in {args.ks}: {clusters} clusters x modes {args.modes}, "
             f"{controls} random-control runs, {len(steps)} steps; finished steps are skipped")
@@ -109,7 +117,8 @@ def execute(steps: list[Step], args: argparse.Namespace) -> None:
 
     root = Path(args.outputs)
     base_dir = root / "baseline"
-    control_ks = _ints(args.control_ks, "--control_ks")
+    control_ks = control_ks_of(args)
+    overwrite = ["--overwrite"] if args.overwrite else []
     for i, step in enumerate(steps, 1):
         print(f"[{i}/{len(steps)}] {step.label()}", flush=True)
         b, k, c = step.block, step.k, step.cluster
@@ -117,12 +126,12 @@ def execute(steps: list[Step], args: argparse.Namespace) -> None:
             code = baseline_eval.main([*_model_data(args, engine=True), "--images", str(args.images),
                                        "--metric", args.metric, "--methods", args.methods,
                                        "--ig-steps", str(args.ig_steps), "--ig-batch", str(args.ig_batch),
-                                       "--precision", args.precision, "--output_dir", str(base_dir)]
+                                       "--precision", args.precision, "--output_dir", str(base_dir), *overwrite]
                                       + (["--channels-last"] if args.channels_last else []))
         elif step.kind == "stats":
             code = neuron_stats.main([*_model_data(args), "--block", b, "--n_clusters", str(k),
                                       "--images", str(args.stats_images), "--n_init", str(args.n_init),
-                                      "--output_dir", str(pipeline.stats_dir(b, k, root))])
+                                      "--output_dir", str(pipeline.stats_dir(b, k, root)), *overwrite])
         elif step.kind == "centroids":
             code = centroid_analysis.main(["--block", b, "--k", str(k), "--seed", str(args.seed),
                                            "--stats_dir", str(pipeline.stats_dir(b, k, root))])
@@ -150,7 +159,7 @@ def _blocked(args: argparse.Namespace, root: Path, block: str, mode: str, ks: li
     """Every filtered cluster of ``block`` (all k) and its controls, in ``mode``."""
     ns = argparse.Namespace(baseline_dir=str(root / "baseline"), images=None, metric=None, mode=mode,
                             device=args.device, workers=args.workers, batch_size=args.batch_size,
-                            ig_batch=args.ig_batch, overwrite=False, save_attributions=False,
+                            ig_batch=args.ig_batch, overwrite=args.overwrite, save_attributions=False,
                             channels_last=args.channels_last)
     clusterings = {k: pipeline.load_clusters(pipeline.stats_dir(block, k, root)) for k in ks}
     ctx = experiment.open_context(ns, clusterings[ks[0]])

@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 from torchvision import transforms as T
 
-from .artifacts import sha256_file
+from .artifacts import first_line, sha256_file
 from .errors import UserError
 
 StateDict = dict[str, torch.Tensor]
@@ -184,10 +184,12 @@ def resolve_block(spec: ModelSpec, block: str) -> str:
 def read_state_dict(path: Path) -> StateDict:
     """Load a checkpoint as a flat state dict; unwraps ``{"state_dict": ...}`` and DataParallel's
     ``module.`` prefix (as in the Places365 release)."""
+    if path.stat().st_size == 0:
+        raise UserError(f"weights file {path} is empty")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for unreadable files
-        raise UserError(f"cannot read weights file {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot read weights file {path} ({first_line(e)})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -46,7 +46,7 @@ def add_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
                    help="'concepts' (concept world), 'imagenet_val' (class folders under --data-root), or an "
                         "image folder with one subfolder per class")
     g.add_argument("--data-root", default=None, help=f"ImageNet validation folder (default {data_mod.IMAGENET_ROOT})")
-    g.add_argument("--images", type=int, default=images, help="images, spread evenly over classes, then split "
+    g.add_argument("--images", type=cli.positive, default=images, help="images, spread evenly over classes, then split "
                    "60/20/20 into train/val/test by --seed")
     g.add_argument("--pool_mode", choices=dissection.POOLS, default="avg",
                    help="a neuron's activation per image: spatial mean or max of its map")
@@ -61,9 +61,9 @@ def add_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
     c.add_argument("--clip_weights", default=DEFAULT_WEIGHTS,
                    help="clip mode: pretrained tag in the local cache, a checkpoint file, or 'random' (testing only)")
     r = p.add_argument_group("runtime")
-    r.add_argument("--batch_size", "--batch-size", type=int, default=64, help="images per batch")
+    r.add_argument("--batch_size", "--batch-size", type=cli.positive, default=64, help="images per batch")
     r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
-    r.add_argument("--workers", type=int, default=4, help="image-loading processes for folders")
+    r.add_argument("--workers", type=cli.count, default=4, help="image-loading processes for folders")
     r.add_argument("--activation_dir", default="outputs/activations",
                    help="cache of activations and concept matrices; 'none' to disable")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")

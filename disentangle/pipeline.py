@@ -69,10 +69,14 @@ class Clusters:
 def load_clusters(folder: str | Path) -> Clusters:
     folder = Path(folder)
     manifest = finished(folder, "neuron statistics")
-    with np.load(folder / "cluster_results.npz") as z:
-        labels = z["labels"]
+    if manifest.get("stage") != "neuron_stats":
+        raise UserError(f"{folder} holds a {manifest.get('stage')} run, not neuron statistics (neuron_stats.py)")
+    labels = artifacts.read_npz(folder / "cluster_results.npz", ("labels",), "cluster")["labels"]
     cfg = manifest["config"]
-    return Clusters(folder, manifest, cfg["block"], int(cfg["k"]), labels)
+    k = int(cfg["k"])
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) and not 0 <= labels.min() <= labels.max() < k:
+        raise UserError(f"{folder}/cluster_results.npz holds no labels of {k} clusters; rerun neuron_stats.py")
+    return Clusters(folder, manifest, cfg["block"], k, labels)
 
 
 @dataclass
@@ -91,4 +95,6 @@ def load_baseline(folder: str | Path) -> Baseline:
     manifest = finished(folder, "baseline")
     if manifest.get("stage") != "baseline_eval":
         raise UserError(f"{folder} holds a {manifest.get('stage')} run, not a baseline")
-    return Baseline(folder, manifest, pd.read_csv(folder / "per_image.csv"))
+    per_image = artifacts.read_csv(folder / "per_image.csv", ("index", "label", "target", "pred", "top1", "top5"),
+                                   "the baseline's per-image table")
+    return Baseline(folder, manifest, per_image)

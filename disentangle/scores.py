@@ -138,16 +138,28 @@ def load_trials(path: str | Path, human_col: str) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise UserError(f"{path} lacks the column {missing[0]!r} (needs {', '.join(REQUIRED)}, activation_<neuron>)")
+    if frame.empty:
+        raise UserError(f"{path} has no trials")
+
+    def bad(col: str, rows: np.ndarray, what: str) -> None:
+        if rows.any():
+            row = int(np.flatnonzero(rows)[0])
+            value = "the cell" if what == "is empty" else repr(str(frame[col].iloc[row]))
+            raise UserError(f"{path}, line {row + 2} (data row {row + 1}), column {col!r}: {value} {what}")
+
+    for col in ("trial_category", "ground_truth"):
+        bad(col, frame[col].isna().to_numpy() | (frame[col].astype(str).str.strip() == "").to_numpy(), "is empty")
+        frame[col] = frame[col].astype(str)
     numeric = [c for c in frame.columns if c.startswith(("activation_", "ablate_", "amplify_"))] + ["level"]
     if human_col in frame.columns:
         numeric.append(human_col)
     for col in numeric:
         values = pd.to_numeric(frame[col], errors="coerce")
-        if values.isna().any():
-            row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise UserError(f"{path}, line {row + 2} (data row {row + 1}), column {col!r}: "
-                            f"{frame[col].iloc[row]!r} is not a number")
+        bad(col, values.isna().to_numpy(), "is not a number")
+        bad(col, ~np.isfinite(values.to_numpy(dtype=float)), "is not a finite number")
         frame[col] = values
+    if human_col in frame.columns:
+        bad(human_col, ~frame[human_col].between(0, 1).to_numpy(), "is outside [0, 1] (a human score)")
     return frame
 
 

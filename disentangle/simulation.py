@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -39,10 +37,15 @@ class Simulator:
     missing: list[int]         # units whose description is not among the concepts
 
 
+SPLIT_KEYS = ("data", "images", "seed", "pool_mode")   # what makes the test split and the activations
+
+
 def read_explanations(path: str | Path, layer_names: set[str], names: list[str], config: dict) -> Simulator:
     """Read a linear-explanation or description CSV, keeping the rows of the layer being simulated.
 
-    The file's ``manifest.json`` (if present beside it) must name the same model and weights.
+    The file's ``manifest.json`` (if present beside it) must name the same model and weights and,
+    for linear explanations (fitted on the train and validation splits), the same data, images,
+    split seed and pooling, so that the test images here were never seen by the fit.
     """
     path = Path(path)
     if not path.is_file():
@@ -50,12 +53,12 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
     manifest = artifacts.read_manifest(path.parent)
     if manifest is not None:
         theirs = manifest.get("config", {})
-        for key in ("model", "weights_sha256"):
-            if key in theirs and theirs[key] != config[key]:
-                raise UserError(f"{path} was made with {key} {theirs[key]!r}, not {config[key]!r} as asked here")
-    frame = pd.read_csv(path)
-    if "layer" not in frame or "unit" not in frame:
-        raise UserError(f"{path} has no layer/unit columns: not an explanation or description file")
+        keys = ("model", "weights_sha256") + (SPLIT_KEYS if manifest.get("stage") == "explain_neurons" else ())
+        for key in keys:
+            if key in theirs and artifacts.config_mismatch({key: theirs[key]}, {key: config[key]}):
+                raise UserError(f"{path} was made with {key} {theirs[key]!r}, not {config[key]!r} as asked here"
+                                + (" (the test split must be the explanations' own)" if key in SPLIT_KEYS else ""))
+    frame = artifacts.read_csv(path, ("layer", "unit"), "explanation file")
     frame = frame[frame["layer"].astype(str).isin(layer_names)]
     if frame.empty:
         raise UserError(f"{path} has no rows for layer {' or '.join(sorted(layer_names))}")

@@ -1,7 +1,6 @@
 """Gather the grid's artifacts into one table: one row per block, k, cluster, mode, method and measure."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,10 @@ def grid_summary(root: Path) -> pd.DataFrame:
     for folder, manifest in filtered_runs(root):
         pipeline.same_model(baseline, manifest, str(root / "baseline"), str(folder))
         c = manifest["config"]
-        metrics = json.loads((folder / "metrics.json").read_text())
-        acc = json.loads((folder / "accuracy.json").read_text())
-        with np.load(Path(manifest["inputs"]["neuron_stats"]) / "cluster_results.npz") as z:
-            n_neurons = len(z["labels"])
+        metrics = artifacts.read_json(folder / "metrics.json", "metrics")
+        acc = artifacts.read_json(folder / "accuracy.json", "accuracy")
+        n_neurons = len(artifacts.read_npz(Path(manifest["inputs"]["neuron_stats"]) / "cluster_results.npz",
+                                           ("labels",), "cluster")["labels"])
         control = pipeline.control_dir(c["block"], c["cluster"], c["k"], c["mode"], root)
         repeats = controls.repeat_dirs(control)
         random = [controls.mean_deltas(r) for r in repeats]

@@ -216,7 +216,7 @@ BAD = {
     "layer not a feature map": (["--layer", "classifier"], "a CAM needs a (B, C, H, W) feature map"),
     "layer not a cut": (["--methods", "ablationcam", "--layer", "features.denseblock4.denselayer1"],
                         "ablationcam: the model reads more than"),
-    "zero batch": (["--batch-size", "0"], "--batch-size must be at least 1"),
+    "zero batch": (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
 }
 
 

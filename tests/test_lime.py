@@ -116,7 +116,7 @@ def test_lime_explain_artifacts_and_determinism(tmp_path, tiny):
 BAD = {
     "hide colour": (["--hide_color", "grey"], "expected 'mean' or a pixel value"),
     "hide colour range": (["--hide_color", "300"], "--hide_color must be 'mean' or a pixel value 0..255"),
-    "no samples": (["--num_samples", "0"], "--num_samples must be at least 1"),
+    "no samples": (["--num_samples", "0"], "argument --num_samples: must be at least 1"),
     "segmentation": (["--segmentation", "watershed"], "invalid choice: 'watershed'"),
     "class out of range": (["--target", "40"], "--target 40 is out of range"),
     "too many labels": (["--top_labels", "13"], "--top_labels 13 is more than the model's 12 classes"),

@@ -1,7 +1,6 @@
 """The registry: every model builds, blocks and CAM layers resolve, weights load or fail clearly."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
