@@ -20,9 +20,9 @@ from disentangle.models import resolve_block
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--block", default="block_1", help="named block")
+    p.add_argument("--block", default=None, help="named block (default block_1, or the --stats_dir's)")
     p.add_argument("--cluster", type=int, default=0, help="cluster to block")
-    p.add_argument("--k", type=int, default=3, help="number of clusters")
+    p.add_argument("--k", type=int, default=None, help="number of clusters (default 3, or the --stats_dir's)")
     p.add_argument("--batches", type=cli.positive, default=10, help="number of batches of evenly spread images")
     p.add_argument("--stats_dir", default=None, help="default: outputs/neuron_stats/<block>_k<k>")
     cli.add_runtime_args(p)
@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.batches < 1:
         raise cli.UserError(f"--batches must be at least 1, got {args.batches}")
-    clusters = pipeline.load_clusters(args.stats_dir or pipeline.stats_dir(args.block, args.k))
+    clusters = pipeline.load_clusters(args.stats_dir or pipeline.stats_dir(args.block or "block_1", args.k or 3))
+    for flag, asked, there in (("--block", args.block, clusters.block), ("--k", args.k, clusters.k)):
+        if asked is not None and asked != there:
+            raise cli.UserError(f"{clusters.folder} holds {clusters.block} with k={clusters.k}, not {flag} {asked}")
     channels = clusters.channels(args.cluster)
     run = experiment.setup_like(clusters.manifest, argparse.Namespace(
         device=args.device, workers=args.workers, images=args.batches * args.batch_size))

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     z_stats = (neurons.stats_matrix(stats) - mean) / scale             # (C, S), as clustered
 
     table = centroid_table(stats, labels, clusters.k)
+    artifacts.hold(folder)                      # neuron_stats.py or another centroid analysis may be writing
     artifacts.write_csv(folder / "cluster_centroids.csv", table)
     what = f"{clusters.block}, k={clusters.k}: {len(labels)} neurons"
     plots.cluster_tsne(z_stats, labels, folder / "cluster_tsne.png", f"t-SNE of neuron statistics ({what})", args.seed)

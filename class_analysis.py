@@ -11,7 +11,6 @@ joins the CSVs of several class ranges.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -65,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.class_start < end <= len(names):
             raise cli.UserError(f"classes {args.class_start}..{end} are out of range: the data has {len(names)} "
                                 f"classes (0..{len(names) - 1})")
+        largest = int(np.bincount(targets, minlength=len(names))[args.class_start:end].max())
+        if args.images_per_class > largest:
+            raise cli.UserError(f"--images_per_class {args.images_per_class} is more than any class in "
+                                f"{args.class_start}..{end - 1} holds (at most {largest}); a class with fewer "
+                                f"images uses all of them (its n_images column says how many)")
         out = Path(args.output or pipeline.OUTPUTS / f"class_analysis_metrics_{args.class_start}_{end}.csv")
+        if out.suffix != ".csv":
+            raise cli.UserError(f"--output {out} must be a .csv file (its manifest goes beside it as .json)")
         config = {**{k: clusters.manifest["config"][k] for k in ("model", "weights_sha256", "data", "block", "k")},
                   "cluster": args.cluster_idx, "channels": channels.tolist(), "mode": args.mode,
                   "images_per_class": args.images_per_class, "class_start": args.class_start, "class_end": end,
@@ -75,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                                             "channels_last": args.channels_last},
                                            {"neuron_stats": str(clusters.folder)})
         sidecar = out.with_suffix(".json")
+        if rank == 0:
+            artifacts.hold(out, folder=False)
         if sidecar.exists():
-            old = json.loads(sidecar.read_text())
+            old = artifacts.read_json(sidecar, "manifest")
+            if not isinstance(old, dict) or old.get("stage") != "class_analysis" or "config" not in old:
+                raise cli.UserError(f"{sidecar} is not the manifest of a class_analysis run; choose another --output")
             if artifacts.config_mismatch(old["config"], config) is None:
                 if rank == 0:
                     print(f"{out} is already complete for these settings; nothing to do")
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise cli.UserError(f"{out} was made with other settings "
                                     f"({artifacts.config_mismatch(old['config'], config)}); pass --overwrite")
         parts = out.with_suffix(".parts")
-        if rank == 0 and artifacts.open_output(parts, manifest, args.overwrite) == "fresh":
+        if rank == 0 and artifacts.open_output(parts, manifest, args.overwrite, progress="class_*.json") == "fresh":
             artifacts.write_json(parts / artifacts.MANIFEST, manifest)
         distributed.barrier()
 

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.as_tensor(clusters.labels)
     sizes = np.bincount(clusters.labels, minlength=clusters.k)
     out = Path(args.output_dir)
+    artifacts.hold(out)
     tag = f"{clusters.block}_k{clusters.k}_{args.method}"
     collected: dict[str, list[np.ndarray]] = {"signed_share": [], "mass_share": [], "remainder": []}
     for x, y, idx in tqdm(make_loader(run.dataset, indices, args.batch_size, run.workers, run.device),

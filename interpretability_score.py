@@ -12,6 +12,7 @@ writes one ranked row per neuron: selectivity S, causality C, robustness R, huma
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from disentangle import artifacts, cli, scores
@@ -49,9 +50,12 @@ def parser() -> cli.Parser:
 
 def numbers(text: str, flag: str) -> tuple[float, ...]:
     try:
-        return tuple(float(t) for t in text.replace(",", " ").split())
+        values = tuple(float(t) for t in text.replace(",", " ").split())
     except ValueError:
-        raise cli.UserError(f"{flag} takes space-separated numbers, got {text!r}") from None
+        values = (float("nan"),)
+    if not all(math.isfinite(v) for v in values):
+        raise cli.UserError(f"{flag} takes space-separated finite numbers, got {text!r}")
+    return values
 
 
 def channel_list(text: str) -> list[int]:

@@ -68,13 +68,7 @@ def load_filtered(folder: Path, baseline: pipeline.Baseline) -> tuple[dict, pd.D
     manifest = pipeline.finished(folder, "filtered run")
     if manifest.get("stage") != "filtered_eval":
         raise UserError(f"{folder} holds a {manifest.get('stage')} run, not a filtered run")
-    pipeline.same_model(baseline.manifest, manifest, f"the baseline ({baseline.folder})",
-                        f"the filtered run ({folder})")
-    base_cfg = baseline.manifest["config"]
-    problem = artifacts.config_mismatch(base_cfg, {k: manifest["config"].get(k) for k in base_cfg})
-    if problem:
-        raise UserError(f"the filtered run in {folder} was not made against the baseline in {baseline.folder} "
-                        f"({problem.replace(' there,', ' in the baseline,').replace(' now', ' in the run')})")
+    baseline.check_made_against(manifest, folder)
     return manifest, artifacts.read_csv(folder / "per_image.csv", ("index",), "the filtered run's per-image table")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device check, run on a GPU machine: the CUDA paths agree with the CPU results, and how long the
-# baseline and the grid take. Usage (repo root): DISENTANGLE_CACHE=<folder with the cached
-# tiny_densenet> bash bench/gpu_check.sh ; CPU reference results are read from outputs/baseline.
+# baseline and the grid take. Usage (repo root): bash bench/gpu_check.sh ; CPU reference results
+# are read from outputs/baseline.
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"

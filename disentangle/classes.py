@@ -62,6 +62,12 @@ def analyse_class(model: nn.Module, dataset, indices: np.ndarray, cfg: EvalConfi
     return row
 
 
+def columns(methods: Sequence[str]) -> tuple[str, ...]:
+    """The columns of a per-class table (one row per class) for these methods."""
+    per_method = [f"{kind}_{m}_{k}" for kind in ("baseline", "filtered", "delta") for m in methods for k in MEASURES]
+    return ("class", "class_name", "n_images", "top1_baseline", "top1_filtered", *per_method)
+
+
 def write_part(parts: Path, cls: int, row: dict) -> None:
     artifacts.write_json(parts / f"class_{cls:05d}.json", row)
 

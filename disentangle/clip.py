@@ -7,18 +7,18 @@ checkpoint from a folder.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a cache miss must fail at once, never download
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from .artifacts import sha256_file  # noqa: E402
-from .errors import UserError  # noqa: E402
+from .artifacts import first_line, sha256_file
+from .errors import UserError
 
 DEFAULT_MODEL, DEFAULT_WEIGHTS = "ViT-B-16", "openai"
 
@@ -44,8 +44,19 @@ class Clip:
         return F.normalize(torch.cat(out), dim=-1)
 
 
+def offline() -> None:
+    """Forbid the Hugging Face hub any network access, whatever the environment says: weights come
+    from the local cache or a file, and a cache miss fails at once instead of trying to download."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[name] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:      # imported before: it read the environment then
+        constants.HF_HUB_OFFLINE = True
+
+
 def load_clip(model_name: str = DEFAULT_MODEL, weights: str = DEFAULT_WEIGHTS,
               device: str | torch.device = "cpu") -> Clip:
+    offline()
     import open_clip
     from open_clip.factory import _find_checkpoint_in_dir
 
@@ -70,12 +81,17 @@ def load_clip(model_name: str = DEFAULT_MODEL, weights: str = DEFAULT_WEIGHTS,
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
             raise UserError(f"{weights!r} is neither a file nor a pretrained tag of {model_name} (tags: {tags})")
         pretrained, sha = weights, None
+    logging.disable(logging.ERROR)      # open_clip logs the failure as well as raising it
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
                                                                      device=device)
     except Exception as e:  # open_clip raises RuntimeError/OSError/ValueError for missing or bad weights
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load CLIP {model_name} with weights {weights!r}: {first[:200]}; {hint}") from None
+        if "local cache" in str(e) or "Failed to download" in str(e):
+            raise UserError(f"the CLIP weights {model_name} / {weights} are not in the local Hugging Face cache "
+                            f"and are never downloaded; {hint}") from None
+        raise UserError(f"cannot load CLIP {model_name} with weights {weights!r} ({first_line(e)}); {hint}") from None
+    finally:
+        logging.disable(logging.NOTSET)
     model.eval().requires_grad_(False)
     info = {"model": model_name, "weights": "local-dir" if local_dir else weights, "sha256": sha}
     return Clip(model, preprocess, open_clip.get_tokenizer(model_name), info, torch.device(device))

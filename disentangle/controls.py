@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts
+from .errors import UserError
 
 MEASURES = ("sparsity", "faithfulness")
 
@@ -28,11 +29,22 @@ def position(random: np.ndarray, effect: float) -> dict[str, float]:
             "n_random": int(len(random))}
 
 
-def repeat_dirs(folder: Path) -> list[Path]:
-    """Finished repeats of a control folder."""
+def repeat_dirs(folder: Path, filtered: dict, baseline) -> list[Path]:
+    """The finished repeats of a control folder, each checked to control for the cluster of the
+    ``filtered`` run's manifest (same block, clustering and mode) against the same ``baseline``
+    (a ``pipeline.Baseline``)."""
+    c = filtered["config"]
     out = []
     for d in sorted(folder.glob("repeat_*")):
-        m = d / "manifest.json"
-        if m.exists() and artifacts.read_json(m, "manifest").get("complete"):
-            out.append(d)
+        m = artifacts.read_manifest(d)
+        if not (m and m.get("complete")):
+            continue
+        r = m["config"]
+        if m.get("stage") != "control_experiment" or (r.get("block"), r.get("mode"), r.get("control_for")) != \
+                (c["block"], c["mode"], {"k": c["k"], "cluster": c["cluster"]}):
+            raise UserError(f"{d} is not a random control for {c['block']} cluster {c['cluster']} of k={c['k']} "
+                            f"({c['mode']}); it controls for {r.get('block')} {r.get('control_for')} "
+                            f"({r.get('mode')})")
+        baseline.check_made_against(m, d, "control run")
+        out.append(d)
     return out

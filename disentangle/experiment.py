@@ -99,7 +99,8 @@ def open_cell(ctx: Context, cell: Cell, mode: str, runtime: dict, overwrite: boo
     """Write the cell's manifest (unless resuming); False when the cell is already complete."""
     cell.manifest = artifacts.make_manifest(
         cell.stage, {**ctx.baseline.manifest["config"], "block": cell.block, "mode": mode,
-                     "channels": [int(c) for c in cell.channels], **cell.extra},
+                     "channels": [int(c) for c in cell.channels], **cell.extra,
+                     "baseline_sha256": ctx.baseline.sha256},
         runtime, inputs={"baseline": str(ctx.baseline.folder), **cell.sources},
         hook={"block": resolve_block(ctx.run.loaded.spec, cell.block), "mode": mode, "n_blocked": len(cell.channels)})
     state = artifacts.open_output(cell.out, cell.manifest, overwrite)

@@ -84,10 +84,24 @@ class Baseline:
     folder: Path
     manifest: dict
     per_image: pd.DataFrame
+    sha256: str             # of per_image.csv: which baseline, not only which settings
 
     @property
     def targets(self) -> dict[int, int]:
         return dict(zip(self.per_image["index"].tolist(), self.per_image["target"].tolist()))
+
+    def check_made_against(self, manifest: dict, folder: Path, what: str = "filtered run") -> None:
+        """Refuse a blocked run (filtered or control) that was not made against this very baseline:
+        other settings, or a baseline since replaced."""
+        same_model(self.manifest, manifest, f"the baseline ({self.folder})", f"the {what} ({folder})")
+        base_cfg = self.manifest["config"]
+        problem = artifacts.config_mismatch(base_cfg, {k: manifest["config"].get(k) for k in base_cfg})
+        if problem:
+            raise UserError(f"the {what} in {folder} was not made against the baseline in {self.folder} "
+                            f"({problem.replace(' there,', ' in the baseline,').replace(' now', ' in the run')})")
+        if manifest["config"].get("baseline_sha256") != self.sha256:
+            raise UserError(f"the {what} in {folder} was made against an earlier baseline in {self.folder} "
+                            f"(replaced since); rerun it with --overwrite (run_experiments.py --overwrite for the grid)")
 
 
 def load_baseline(folder: str | Path) -> Baseline:
@@ -97,4 +111,4 @@ def load_baseline(folder: str | Path) -> Baseline:
         raise UserError(f"{folder} holds a {manifest.get('stage')} run, not a baseline")
     per_image = artifacts.read_csv(folder / "per_image.csv", ("index", "label", "target", "pred", "top1", "top5"),
                                    "the baseline's per-image table")
-    return Baseline(folder, manifest, per_image)
+    return Baseline(folder, manifest, per_image, artifacts.sha256_file(folder / "per_image.csv"))

@@ -19,18 +19,19 @@ def filtered_runs(root: Path) -> list[tuple[Path, dict]]:
 
 
 def grid_summary(root: Path) -> pd.DataFrame:
-    """The summary table of every finished filtered run under ``root`` with its controls."""
-    baseline = pipeline.finished(root / "baseline", "baseline")
+    """The summary table of every finished filtered run under ``root`` with its controls, each
+    checked to be made against the baseline in ``root/baseline``."""
+    baseline = pipeline.load_baseline(root / "baseline")
     rows = []
     for folder, manifest in filtered_runs(root):
-        pipeline.same_model(baseline, manifest, str(root / "baseline"), str(folder))
+        baseline.check_made_against(manifest, folder)
         c = manifest["config"]
         metrics = artifacts.read_json(folder / "metrics.json", "metrics")
         acc = artifacts.read_json(folder / "accuracy.json", "accuracy")
         n_neurons = len(artifacts.read_npz(Path(manifest["inputs"]["neuron_stats"]) / "cluster_results.npz",
                                            ("labels",), "cluster")["labels"])
         control = pipeline.control_dir(c["block"], c["cluster"], c["k"], c["mode"], root)
-        repeats = controls.repeat_dirs(control)
+        repeats = controls.repeat_dirs(control, manifest, baseline)
         random = [controls.mean_deltas(r) for r in repeats]
         for method in c["methods"]:
             for measure in controls.MEASURES:

@@ -127,8 +127,8 @@ def test_script_on_tiny_densenet_and_cache(tmp_path, tiny):
     assert len(list(cache.glob("tally_*.npz"))) == 2
     # Another IoU threshold reuses the cached tallies and gives the same IoUs.
     out2 = tmp_path / "run2"
-    assert dissect_neurons.main(argv[:-6] + ["--result_dir", str(out2), "--iou_threshold", "0.01",
-                                             "--top_units", "0"]) == 0
+    assert dissect_neurons.main(argv[:-4] + ["--top_images", "3", "--top_units", "0", "--result_dir", str(out2),
+                                             "--iou_threshold", "0.01"]) == 0
     again = pd.read_csv(out2 / "descriptions.csv")
     np.testing.assert_array_equal(again["iou"], frame["iou"])
     assert (again["detector"] == (again["iou"] > 0.01)).all()
@@ -148,7 +148,7 @@ def test_script_on_tiny_densenet_and_cache(tmp_path, tiny):
     (["--d_probe", "{tmp}"], "no image files"),
     (["--quantile", "1.5"], "--quantile must be in (0, 1)"),
     (["--d_probe", "broden", "--broden_root", "{tmp}"], "is not a Broden folder"),
-    (["--method", "clip", "--clip_weights", "openai", "--clip_model", "RN50"], "cannot load CLIP RN50"),
+    (["--method", "clip", "--clip_weights", "openai", "--clip_model", "RN50"], "the CLIP weights RN50 / openai are not in the local Hugging Face cache"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
