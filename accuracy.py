@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from disentangle import artifacts, cli, experiment, pipeline
-from disentangle.hooks import MODES, block_hook, channel_mask, hooks
-from disentangle.metrics import topk_correct
-from disentangle.models import resolve_block
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.core.hooks import MODES, block_hook, channel_mask, hooks
+from disentangle.attribution.metrics import topk_correct
+from disentangle.core.models import resolve_block
 
 
 @cli.entrypoint

@@ -9,9 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from disentangle import artifacts, cli, evaluation
-from disentangle.attribution import METHODS
-from disentangle.metrics import METRICS
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.attribution import evaluation
+from disentangle.attribution.engine import METHODS
+from disentangle.attribution.metrics import METRICS
 
 
 def parser() -> cli.Parser:

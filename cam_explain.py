@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from disentangle import artifacts, cams, cli, photos
+from disentangle.io import artifacts
+from disentangle.explanations import cams
+from disentangle import cli
+from disentangle.data import photos
 
 
 def parser() -> cli.Parser:

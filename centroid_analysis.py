@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from disentangle import artifacts, cli, neurons, pipeline, plots
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import statistics as neurons
+from disentangle.pipeline import readers as pipeline
+from disentangle.viz import plots
 
 DEFAULT_BLOCK, DEFAULT_K = "block_1", 3
 

@@ -18,11 +18,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from disentangle import artifacts, classes, cli, distributed, experiment, pipeline
-from disentangle.attribution import METHODS
-from disentangle.evaluation import PRECISIONS, EvalConfig
-from disentangle.hooks import MODES, channel_mask
-from disentangle.models import resolve_block
+from disentangle.io import artifacts
+from disentangle.neurons import classes
+from disentangle import cli
+from disentangle.core import distributed
+from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.attribution.engine import METHODS
+from disentangle.attribution.evaluation import PRECISIONS, EvalConfig
+from disentangle.core.hooks import MODES, channel_mask
+from disentangle.core.models import resolve_block
 
 
 def parser() -> cli.Parser:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from disentangle import artifacts, cli, summary
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.pipeline import summary
 
 
 @cli.entrypoint

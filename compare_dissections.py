@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from disentangle import artifacts, cli, dissection_report
-from disentangle.errors import UserError
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.dissection import report as dissection_report
+from disentangle.core.errors import UserError
 
 
 def parser() -> cli.Parser:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from disentangle import agreement, artifacts, cli
+from disentangle.explanations import agreement
+from disentangle.io import artifacts
+from disentangle import cli
 
 
 def parser() -> cli.Parser:

@@ -6,8 +6,9 @@ cluster's effect in the distribution of these random effects.
 """
 from __future__ import annotations
 
-from disentangle import cli, experiment, pipeline
-from disentangle.hooks import MODES
+from disentangle import cli
+from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.core.hooks import MODES
 
 
 def parser() -> cli.Parser:

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from disentangle import artifacts, cli, controls, pipeline, plots
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import controls
+from disentangle.pipeline import readers as pipeline
+from disentangle.viz import plots
 
 
 @cli.entrypoint

@@ -15,10 +15,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from disentangle import artifacts, cli, decomposition, experiment, figures, pipeline, plots
-from disentangle.data import even_subset, make_loader
-from disentangle.evaluation import EvalConfig, predictions
-from disentangle.models import resolve_block
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import decomposition
+from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.viz import figures, plots
+from disentangle.data.images import even_subset, make_loader
+from disentangle.attribution.evaluation import EvalConfig, predictions
+from disentangle.core.models import resolve_block
 
 
 def parser() -> cli.Parser:

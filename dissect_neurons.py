@@ -17,12 +17,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from disentangle import artifacts, cache, cli, clip_dissect, dissection, dissection_report, probes
-from disentangle.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_clip, read_concepts
-from disentangle.errors import UserError
-from disentangle.figures import denormalise
-from disentangle.models import MODELS, load_model, resolve_block
-from disentangle.seeding import set_seeds
+from disentangle.io import artifacts, cache
+from disentangle import cli
+from disentangle.dissection import clip_dissect, netdissect as dissection, report as dissection_report
+from disentangle.data import probes
+from disentangle.core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_clip, read_concepts
+from disentangle.core.errors import UserError
+from disentangle.viz.figures import denormalise
+from disentangle.core.models import MODELS, load_model, resolve_block
+from disentangle.core.seeding import set_seeds
 
 
 def parser() -> cli.Parser:

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from disentangle import artifacts, cli, linear_explanations as le, neuron_data
-from disentangle.errors import UserError
-from disentangle.seeding import set_seeds
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import linear as le, activations as neuron_data
+from disentangle.core.errors import UserError
+from disentangle.core.seeding import set_seeds
 
 
 def parser() -> cli.Parser:

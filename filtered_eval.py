@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from disentangle import cli, experiment, pipeline
-from disentangle.hooks import MODES
+from disentangle import cli
+from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.core.hooks import MODES
 
 
 def parser() -> cli.Parser:

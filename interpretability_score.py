@@ -15,9 +15,11 @@ import argparse
 import math
 from pathlib import Path
 
-from disentangle import artifacts, cli, scores
-from disentangle.hooks import capture_hooks, hooks
-from disentangle.models import resolve_block
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import scores
+from disentangle.core.hooks import capture_hooks, hooks
+from disentangle.core.models import resolve_block
 
 
 def parser() -> cli.Parser:
@@ -80,7 +82,7 @@ def extract(args: argparse.Namespace) -> int:
     neurons = list(range(n_channels)) if args.neurons is None else channel_list(args.neurons)
     if any(not 0 <= n < n_channels for n in neurons):
         raise cli.UserError(f"--neurons must be channels 0..{n_channels - 1} of {args.block}")
-    from disentangle.trials import extract_trials
+    from disentangle.neurons.trials import extract_trials
     names = [c.split("_", 1)[1] if c[:2].isdigit() else c for c in run.dataset.classes]
     frame = extract_trials(run.loaded.model, run.loader(args.batch_size), path, names, neurons, args.levels,
                            run.device, args.seed)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from disentangle import artifacts, cli, photos
-from disentangle.lime_explanations import SEGMENTATIONS, LimeConfig, explain_images, mask_overlay_png
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.data import photos
+from disentangle.explanations.lime import SEGMENTATIONS, LimeConfig, explain_images, mask_overlay_png
 
 DEFAULTS = LimeConfig()
 

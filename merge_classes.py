@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from disentangle import artifacts, classes, cli
+from disentangle.io import artifacts
+from disentangle.neurons import classes
+from disentangle import cli
 
 RANGE_KEYS = ("class_start", "class_end")
 

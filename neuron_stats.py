@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from disentangle import artifacts, cli, clustering, neurons, pipeline
-from disentangle.hooks import capture_hooks, hooks
-from disentangle.models import resolve_block
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import clustering, statistics as neurons
+from disentangle.pipeline import readers as pipeline
+from disentangle.core.hooks import capture_hooks, hooks
+from disentangle.core.models import resolve_block
 
 
 def parser() -> cli.Parser:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 
-from disentangle import artifacts, cli, grid
-from disentangle.hooks import MODES
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.pipeline import grid
+from disentangle.core.hooks import MODES
 
 
 def parser() -> cli.Parser:

@@ -6,8 +6,9 @@ cluster blocked, difference) as <output_dir>/attr_<block>_c<c>_k<k>_grid_<metric
 from __future__ import annotations
 
 import visualize_attribution
-from disentangle import cli, figures
-from disentangle.data import even_subset, targets_of
+from disentangle import cli
+from disentangle.viz import figures
+from disentangle.data.images import even_subset, targets_of
 
 
 def parser() -> cli.Parser:

@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from disentangle import artifacts, cli, neuron_data, simulation
-from disentangle.data import make_loader
-from disentangle.errors import UserError
-from disentangle.seeding import set_seeds
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.neurons import activations as neuron_data, simulation
+from disentangle.data.images import make_loader
+from disentangle.core.errors import UserError
+from disentangle.core.seeding import set_seeds
 
 
 def parser() -> cli.Parser:

@@ -18,11 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from disentangle import artifacts, cli, neuron_data, simulation  # noqa: E402
-from disentangle.errors import UserError  # noqa: E402
-from disentangle.linear_explanations import pearson  # noqa: E402
-from disentangle.plots import save_png  # noqa: E402
-from disentangle.seeding import set_seeds  # noqa: E402
+from disentangle.io import artifacts  # noqa: E402
+from disentangle import cli
+from disentangle.neurons import activations as neuron_data, simulation
+from disentangle.core.errors import UserError  # noqa: E402
+from disentangle.neurons.linear import pearson  # noqa: E402
+from disentangle.viz.plots import save_png  # noqa: E402
+from disentangle.core.seeding import set_seeds  # noqa: E402
 
 
 def parser() -> cli.Parser:

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from disentangle import artifacts, cli, pipeline, significance, summary
-from disentangle.controls import MEASURES
-from disentangle.errors import UserError
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.pipeline import readers as pipeline, summary
+from disentangle.neurons import significance
+from disentangle.neurons.controls import MEASURES
+from disentangle.core.errors import UserError
 
 
 def parser() -> cli.Parser:

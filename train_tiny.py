@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from disentangle import cli, tiny
-from disentangle.errors import UserError
+from disentangle import cli
+from disentangle.core import tiny
+from disentangle.core.errors import UserError
 
 
 def parser() -> cli.Parser:

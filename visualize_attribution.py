@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from disentangle import cli, experiment, figures, pipeline
-from disentangle.metrics import METRICS
-from disentangle.seeding import set_seeds
+from disentangle import cli
+from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.viz import figures
+from disentangle.attribution.metrics import METRICS
+from disentangle.core.seeding import set_seeds
 
 
 def parser(description: str = __doc__, one_image: bool = True) -> cli.Parser:

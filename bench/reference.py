@@ -14,9 +14,9 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
-from disentangle.evaluation import EvalConfig
-from disentangle.hooks import block_hook, hooks
-from disentangle.metrics import PATCH_GRID
+from disentangle.attribution.evaluation import EvalConfig
+from disentangle.core.hooks import block_hook, hooks
+from disentangle.attribution.metrics import PATCH_GRID
 
 CELLS = ("baseline", "filtered")
 

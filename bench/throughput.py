@@ -43,11 +43,12 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench import reference  # noqa: E402
-from disentangle import cli, evaluation  # noqa: E402
-from disentangle.data import make_loader  # noqa: E402
-from disentangle.experiment import random_channels  # noqa: E402
-from disentangle.hooks import capture_hooks, channel_mask, hooks  # noqa: E402
-from disentangle.models import resolve_block  # noqa: E402
+from disentangle import cli  # noqa: E402
+from disentangle.attribution import evaluation
+from disentangle.data.images import make_loader  # noqa: E402
+from disentangle.pipeline.experiment import random_channels  # noqa: E402
+from disentangle.core.hooks import capture_hooks, channel_mask, hooks  # noqa: E402
+from disentangle.core.models import resolve_block  # noqa: E402
 
 # Peak dense FLOP/s of one NVIDIA H100 SXM (datasheet): fp32 without tensor cores, bf16/fp16 tensor cores.
 H100_PEAK_TFLOPS = {"fp32": 67.0, "bf16": 989.4, "fp16": 989.4}

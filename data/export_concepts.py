@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from disentangle import cli  # noqa: E402
-from disentangle.concepts import DEFAULT_SIZE, SPLITS, export_imagefolder  # noqa: E402
+from disentangle.data.concepts import DEFAULT_SIZE, SPLITS, export_imagefolder  # noqa: E402
 
 
 @cli.entrypoint

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from disentangle import cli  # noqa: E402
-from disentangle.imagenet import sort_into_folders, val_labels  # noqa: E402
+from disentangle.data.imagenet import sort_into_folders, val_labels  # noqa: E402
 
 
 @cli.entrypoint

@@ -9,7 +9,7 @@ sys.path.insert(0, str(ROOT))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from disentangle.seeding import set_seeds  # noqa: E402
+from disentangle.core.seeding import set_seeds  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +20,13 @@ def _seeded():
 @pytest.fixture(scope="session")
 def tiny():
     """The trained tiny_densenet: the weights shipped with the code."""
-    from disentangle.models import load_model
+    from disentangle.core.models import load_model
     return load_model("tiny_densenet")
 
 
 @pytest.fixture(scope="session")
 def tiny_random():
-    from disentangle.models import load_model
+    from disentangle.core.models import load_model
     torch.manual_seed(0)
     return load_model("tiny_densenet", "random")
 

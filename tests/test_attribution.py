@@ -3,9 +3,9 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
 
-from disentangle.attribution import attribute
-from disentangle.concepts import ConceptWorld
-from disentangle.data import even_subset
+from disentangle.attribution.engine import attribute
+from disentangle.data.concepts import ConceptWorld
+from disentangle.data.images import even_subset
 
 
 def concept_batch(loaded, n):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import baseline_eval
-from disentangle import evaluation
+from disentangle.attribution import evaluation
 from tests.conftest import ROOT
 
 FAST = ["--images", "24", "--ig-steps", "8", "--batch-size", "8"]

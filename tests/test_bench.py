@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from bench import reference, throughput
-from disentangle.concepts import ConceptWorld
-from disentangle.data import even_subset, make_loader
-from disentangle.evaluation import EvalConfig, evaluate_masks
-from disentangle.hooks import channel_mask
+from disentangle.data.concepts import ConceptWorld
+from disentangle.data.images import even_subset, make_loader
+from disentangle.attribution.evaluation import EvalConfig, evaluate_masks
+from disentangle.core.hooks import channel_mask
 from tests.conftest import ROOT
 
 FAST = ["--images", "4", "--ig-steps", "2", "--batch-size", "2", "--block", "block_2"]

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from disentangle import probes
+from disentangle.data import probes
 
 
 def _write_broden(root):

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 import cam_explain
-from disentangle import agreement, cams, photos
-from disentangle.concepts import ConceptWorld
-from disentangle.errors import UserError
-from disentangle.models import load_model
+from disentangle.explanations import agreement, cams
+from disentangle.data import photos
+from disentangle.data.concepts import ConceptWorld
+from disentangle.core.errors import UserError
+from disentangle.core.models import load_model
 from tests.conftest import ROOT
 
 LAYER = "features.norm5"

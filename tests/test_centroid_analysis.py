@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 import centroid_analysis
-from disentangle import artifacts, clustering, neurons
+from disentangle.io import artifacts
+from disentangle.neurons import clustering, statistics as neurons
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLUSTER_1 = [1, 4, 6, 8, 11]                         # 5 neurons; cluster 0 (the larger) holds the other 7

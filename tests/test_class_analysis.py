@@ -12,8 +12,8 @@ import torch
 import class_analysis
 import decomposition_analysis
 import merge_classes
-from disentangle import classes, decomposition
-from disentangle.concepts import ConceptWorld
+from disentangle.neurons import classes, decomposition
+from disentangle.data.concepts import ConceptWorld
 from tests.conftest import ROOT
 
 FAST = ["--images_per_class", "2", "--ig-steps", "4", "--batch-size", "4"]

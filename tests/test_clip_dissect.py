@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dissect_neurons
-from disentangle import clip_dissect
+from disentangle.dissection import clip_dissect
 
 
 @pytest.fixture(scope="module")

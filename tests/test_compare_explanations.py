@@ -8,7 +8,7 @@ import pytest
 import cam_explain
 import compare_explanations
 import lime_explain
-from disentangle import agreement
+from disentangle.explanations import agreement
 
 
 def test_top_share_keeps_ties_together_and_never_zeros():

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle import concepts
-from disentangle.concepts import CATEGORIES, CLASSES, COLOURS, SHAPES, ConceptWorld, render
-from disentangle.data import build_dataset
-from disentangle.errors import UserError
-from disentangle.models import get_spec
+from disentangle.data import concepts
+from disentangle.data.concepts import CATEGORIES, CLASSES, COLOURS, SHAPES, ConceptWorld, render
+from disentangle.data.images import build_dataset
+from disentangle.core.errors import UserError
+from disentangle.core.models import get_spec
 
 
 def test_same_seed_same_bytes_other_seed_other_image():

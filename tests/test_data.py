@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle.data import build_dataset, check_images, even_subset, make_loader
-from disentangle.errors import UserError
-from disentangle.models import get_spec
+from disentangle.data.images import build_dataset, check_images, even_subset, make_loader
+from disentangle.core.errors import UserError
+from disentangle.core.models import get_spec
 
 
 def test_even_subset_balanced_spread_and_deterministic():

@@ -8,9 +8,10 @@ from torch import nn
 
 import compare_dissections
 import dissect_neurons
-from disentangle import dissection, probes
-from disentangle.models import get_spec
-from disentangle.probes import Labels
+from disentangle.dissection import netdissect as dissection
+from disentangle.data import probes
+from disentangle.core.models import get_spec
+from disentangle.data.probes import Labels
 
 
 def _disk(r: float, half: int) -> np.ndarray:

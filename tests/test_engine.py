@@ -13,15 +13,17 @@ import torch
 from scipy.stats import spearmanr
 
 import baseline_eval
-from disentangle import artifacts, cli, evaluation
-from disentangle.attribution import MIN_PASS_ROWS, entry, masked_attributions, side_by_side
-from disentangle.folding import folded_norms
-from disentangle.concepts import ConceptWorld
-from disentangle.data import even_subset, make_loader
-from disentangle.evaluation import EvalConfig, evaluate_masks
-from disentangle.hooks import capture_hooks, channel_mask, hooks
-from disentangle.metrics import faithfulness
-from disentangle.models import load_model
+from disentangle.io import artifacts
+from disentangle import cli
+from disentangle.attribution import evaluation
+from disentangle.attribution.engine import MIN_PASS_ROWS, entry, masked_attributions, side_by_side
+from disentangle.attribution.folding import folded_norms
+from disentangle.data.concepts import ConceptWorld
+from disentangle.data.images import even_subset, make_loader
+from disentangle.attribution.evaluation import EvalConfig, evaluate_masks
+from disentangle.core.hooks import capture_hooks, channel_mask, hooks
+from disentangle.attribution.metrics import faithfulness
+from disentangle.core.models import load_model
 
 BLOCK = "features.denseblock2"
 BLOCKED = torch.stack([channel_mask([], 32), channel_mask(range(0, 32, 3), 32)])   # baseline + one cluster

@@ -7,10 +7,10 @@ import torch
 import neuron_stats
 import run_images_attribution
 import visualize_attribution
-from disentangle import figures
-from disentangle.attribution import attribute
-from disentangle.concepts import ConceptWorld
-from disentangle.hooks import channel_mask
+from disentangle.viz import figures
+from disentangle.attribution.engine import attribute
+from disentangle.data.concepts import ConceptWorld
+from disentangle.core.hooks import channel_mask
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,9 @@ import control_experiment
 import filtered_eval
 import neuron_stats
 import run_experiments
-from disentangle import controls, evaluation, experiment, pipeline
+from disentangle.neurons import controls
+from disentangle.attribution import evaluation
+from disentangle.pipeline import experiment, readers as pipeline
 
 
 
@@ -139,7 +141,7 @@ def test_grid_resumes_after_interruption_to_the_same_summary(tmp_path, tiny, mon
 
 
 def test_grid_passes_engine_flags_only_to_the_attribution_stages():
-    from disentangle import grid
+    from disentangle.pipeline import grid
     args = run_experiments.parser().parse_args(["--batch-size", "auto", "--channels-last", "--precision", "bf16",
                                                 "--device", "cpu"])
     assert grid._model_data(args, engine=True)[-2:] == ["--batch-size", "auto"]

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from disentangle.attribution import attribute, masked_attributions
-from disentangle.evaluation import EvalConfig, run
-from disentangle.hooks import block_hook, capture_hooks, channel_mask, hooks
+from disentangle.attribution.engine import attribute, masked_attributions
+from disentangle.attribution.evaluation import EvalConfig, run
+from disentangle.core.hooks import block_hook, capture_hooks, channel_mask, hooks
 
 
 class TwoLayer(nn.Module):
@@ -77,7 +77,7 @@ def test_shared_pass_equals_hooked_captum(tiny):
     a ReLU near a tie on one path and not on the other (a change of up to 1e-3 of a map's mass)."""
     import copy
 
-    from disentangle.concepts import ConceptWorld
+    from disentangle.data.concepts import ConceptWorld
     world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
     model = copy.deepcopy(tiny.model).double()
     x = torch.stack([world[i][0] for i in range(0, 60, 10)]).double()

@@ -9,10 +9,10 @@ from lime import lime_image
 from lime.wrappers.scikit_image import SegmentationAlgorithm
 
 import lime_explain
-from disentangle import agreement, photos
-from disentangle.concepts import ConceptWorld
-from disentangle.lime_explanations import (BatchedLimeImageExplainer, Classifier, LimeConfig, explain_image,
-                                           explain_images)
+from disentangle.explanations import agreement
+from disentangle.data import photos
+from disentangle.data.concepts import ConceptWorld
+from disentangle.explanations.lime import (BatchedLimeImageExplainer, Classifier, LimeConfig, explain_image, explain_images)
 
 CPU = torch.device("cpu")
 

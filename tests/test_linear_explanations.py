@@ -11,10 +11,10 @@ from sklearn.linear_model import ElasticNet
 import explain_neurons
 import simulate_ablation
 import simulate_correlation
-from disentangle import linear_explanations as le
-from disentangle import simulation
-from disentangle.concepts import ConceptWorld
-from disentangle.neuron_data import label_concepts
+from disentangle.neurons import linear as le
+from disentangle.neurons import simulation
+from disentangle.data.concepts import ConceptWorld
+from disentangle.neurons.activations import label_concepts
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_level_hook_keeps_pattern_and_real_levels_change_nothing(tiny):
     model = tiny.model
     x = torch.randn(6, 3, 56, 56)
     y = torch.arange(6)
-    from disentangle.hooks import capture_hooks, hooks
+    from disentangle.core.hooks import capture_hooks, hooks
     store, cap = capture_hooks(["features.denseblock4"])
     with torch.no_grad(), hooks(model, cap):
         model(x)
@@ -172,9 +172,9 @@ def test_explanation_from_another_model_is_refused(explained, tmp_path, capsys):
 def test_label_concepts_on_a_folder_with_superclasses(tmp_path):
     from PIL import Image
 
-    from disentangle.data import build_dataset
-    from disentangle.errors import UserError
-    from disentangle.models import get_spec
+    from disentangle.data.images import build_dataset
+    from disentangle.core.errors import UserError
+    from disentangle.core.models import get_spec
     for c in ("cat", "dog", "car"):
         (tmp_path / "img" / c).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / "img" / c / "0.png")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from disentangle.metrics import faithfulness, importance, masked_input, sparsity, top_mask
+from disentangle.attribution.metrics import faithfulness, importance, masked_input, sparsity, top_mask
 
 N_PIX = 56 * 56
 

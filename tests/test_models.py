@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from disentangle import concepts
-from disentangle import tiny as tiny_module
-from disentangle.errors import UserError
-from disentangle.models import MODELS, get_spec, load_model, resolve_block
+from disentangle.data import concepts
+from disentangle.core import tiny as tiny_module
+from disentangle.core.errors import UserError
+from disentangle.core.models import MODELS, get_spec, load_model, resolve_block
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -4,9 +4,9 @@ import pytest
 import scipy.stats
 import torch
 
-from disentangle.clustering import kmeans, standardize
-from disentangle.errors import UserError
-from disentangle.neurons import STATS, ChannelMoments
+from disentangle.neurons.clustering import kmeans, standardize
+from disentangle.core.errors import UserError
+from disentangle.neurons.statistics import STATS, ChannelMoments
 
 
 def test_known_channels_streamed_over_batches():

@@ -16,14 +16,14 @@ import accuracy
 import baseline_eval
 import class_analysis
 import collect_metrics
-import control_experiment
 import control_visualization
 import filtered_eval
 import interpretability_score
 import merge_classes
 import run_experiments
-from disentangle import artifacts, evaluation
-from disentangle.errors import UserError
+from disentangle.io import artifacts
+from disentangle.attribution import evaluation
+from disentangle.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--images", "12", "--ig-steps", "2", "--batch-size", "6"]
@@ -45,7 +45,7 @@ def one_line(capsys, *expected):
 
 def holder(path: Path, folder: bool = True) -> subprocess.Popen:
     """Another process holding the lock of ``path`` until it is killed."""
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from disentangle import artifacts; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from disentangle.io import artifacts; "
             f"artifacts.hold({str(path)!r}, folder={folder}); print('held', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -401,7 +401,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, tiny):
 
 def test_the_hub_is_offline_whatever_the_environment(monkeypatch):
     import huggingface_hub.constants
-    from disentangle import clip
+    from disentangle.core import clip
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(UserError, match="not in the local Hugging Face cache and are never downloaded"):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import interpretability_score
-from disentangle import scores
+from disentangle.neurons import scores
 
 
 def trials(n=60, seed=0):

@@ -12,8 +12,8 @@ import baseline_eval
 import filtered_eval
 import neuron_stats
 import statistic
-from disentangle import significance
-from disentangle.errors import UserError
+from disentangle.neurons import significance
+from disentangle.core.errors import UserError
 
 SMALL = ["--images", "24", "--ig-steps", "4", "--batch-size", "12"]
 

@@ -1,0 +1,283 @@
+"""The attribution evaluation loop shared by the baseline and the filtered stages.
+
+Per batch, on the model's device: logits, target class, top-1/top-5 hits, attributions for each
+method, sparsity and faithfulness (the masked images of every method and mask in one forward pass).
+Nothing is copied to the host inside a batch: each finished batch is copied to the CPU once and
+written atomically (attributions per method, plus the per-image scalars), so memory does not grow
+with the number of images and an interrupted run resumes at the first missing batch. When all
+batches are done, the per-image scalars are gathered into ``per_image.csv``, ``metrics.json`` and
+``accuracy.json``.
+
+``precision`` ``bf16``/``fp16`` runs the model's forward passes under autocast (mixed precision);
+inputs, gradients with respect to them, attributions and metrics stay fp32.
+"""
+from __future__ import annotations
+
+import shutil
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.profiler import record_function
+from tqdm import tqdm
+
+from ..io import artifacts
+from .engine import METHODS, attribute, masked_attributions
+from ..cli import AutoBatch
+from ..core.errors import UserError
+from ..core.hooks import Hook, hooks
+from .metrics import METRICS, faithfulness, sparsity, summarize, topk_correct
+
+TARGETS = ("pred", "label")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What an attribution evaluation computes (all of it is recorded in the manifest)."""
+    methods: tuple[str, ...] = METHODS
+    metric: str = "patch"
+    ig_steps: int = 50
+    mass: float = 0.9            # sparsity: share of the attribution mass to cover
+    drop_fraction: float = 0.1   # faithfulness: share of pixels/patches to mask
+    mask_value: float = 0.0      # faithfulness: value of masked inputs, in normalised input space
+    target: str = "pred"         # attribute the predicted class or the true label
+    precision: str = "fp32"      # forward passes in fp32, or under bf16/fp16 autocast
+
+    def __post_init__(self):
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise UserError(f"unknown method {', '.join(bad) or '(none)'}; choose from {', '.join(METHODS)}")
+        if self.metric not in METRICS:
+            raise UserError(f"unknown metric {self.metric!r}; choose from {', '.join(METRICS)}")
+        if self.ig_steps < 1:
+            raise UserError(f"--ig-steps must be at least 1, got {self.ig_steps}")
+        if not 0 < self.mass <= 1:
+            raise UserError(f"--mass must be in (0, 1], got {self.mass}")
+        if not 0 < self.drop_fraction < 1:
+            raise UserError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
+        if self.target not in TARGETS:
+            raise UserError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+
+    def recorded(self) -> dict:
+        """The settings for a manifest's config. fp32 is left out, so that runs made before the
+        precision setting existed (all fp32) still match."""
+        return {k: v for k, v in asdict(self).items() if not (k == "precision" and v == "fp32")}
+
+    @classmethod
+    def from_recorded(cls, config: dict) -> "EvalConfig":
+        """The settings recorded in a manifest's config (by ``recorded``)."""
+        return cls(**{k: tuple(config[k]) if k == "methods" else config[k]
+                      for k in cls.__dataclass_fields__ if k in config})
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context of a precision (nothing for fp32)."""
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predictions(logits: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
+                target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """``pred, target, top1, top5, confidence`` ``(B,)`` of a batch from its ``logits (B, K)``;
+    ``confidence`` is the softmax probability of the target class (``target`` given, else chosen by
+    ``cfg.target``)."""
+    logits = logits.float()
+    pred = logits.argmax(1)
+    if target is None:
+        target = pred if cfg.target == "pred" else labels
+    return {"pred": pred, "target": target, "top1": pred == labels, "top5": topk_correct(logits, labels, 5),
+            "confidence": logits.softmax(1).gather(1, target[:, None]).squeeze(1)}
+
+
+def evaluate_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
+                   ig_internal_batch: int | None = None, target: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
+    """Everything the stage records for one batch ``x (B, C, H, W)``, ``labels (B,)``.
+
+    ``target (B,)``, when given, is the class to explain (a filtered run explains the baseline's
+    targets); otherwise ``cfg.target`` decides.
+
+    Returns device tensors: ``pred, target, top1, top5, confidence`` ``(B,)`` and per method
+    ``{m}_attr (B, C, H, W)``, ``{m}_sparsity``, ``{m}_faithfulness`` and for IG ``{m}_delta`` ``(B,)``.
+    """
+    with autocast(x.device, cfg.precision):
+        out = predictions(model(x), labels, cfg, target)
+        target, confidence = out["target"], out["confidence"]
+        for m in cfg.methods:
+            attr, delta = attribute(model, x, target, m, cfg.ig_steps, ig_internal_batch)
+            out[f"{m}_attr"] = attr
+            if delta is not None:
+                out[f"{m}_delta"] = delta
+            out[f"{m}_sparsity"] = sparsity(attr, cfg.metric, cfg.mass)
+        drops = faithfulness(model, x, torch.stack([out[f"{m}_attr"] for m in cfg.methods]), target, cfg.metric,
+                             cfg.drop_fraction, cfg.mask_value, confidence, ig_internal_batch)   # (methods, B)
+    out.update({f"{m}_faithfulness": d for m, d in zip(cfg.methods, drops)})
+    return out
+
+
+def _in_parts(auto: AutoBatch | None, n: int, ig_rows: int | None,
+              evaluate: Callable[[slice, int | None], R]) -> R:
+    """``evaluate(images, ig_rows)`` for ``n`` images: at once, or with ``auto`` (``--batch-size
+    auto``) in parts of ``auto.size`` images and proportionally fewer IG rows per pass, the parts'
+    results concatenated along the image dimension."""
+    if auto is None:
+        return evaluate(slice(0, n), ig_rows)
+    return auto(lambda size: _cat([evaluate(slice(s, s + size), auto.scaled(ig_rows)) for s in range(0, n, size)]))
+
+
+def _cat(parts: list):
+    """Concatenate per-part results: tensors ``(b, ...)``, or dicts / lists of them."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], dict):
+        return {k: _cat([p[k] for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], list):
+        return [_cat(list(p)) for p in zip(*parts)]
+    return torch.cat(parts)
+
+
+def run(model: nn.Module, loader, cfg: EvalConfig, out_dir: Path, device: torch.device,
+        ig_internal_batch: int | None = None, desc: str = "attributions", fwd_hooks: Sequence[Hook] = (),
+        targets: dict[int, int] | None = None, save_attributions: bool = True, auto: AutoBatch | None = None) -> None:
+    """Evaluate every batch of ``loader`` not yet on disk under ``out_dir``, writing as it goes.
+
+    ``fwd_hooks`` are installed around each batch (e.g. a gradient-blocking hook); ``targets``
+    maps data-set index -> class to explain; ``auto`` (``--batch-size auto``) backs off on
+    out-of-memory by evaluating each batch in smaller parts.
+    """
+    parts = out_dir / "parts"
+    for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
+        if (parts / f"batch_{b:05d}.npz").exists():
+            continue
+        x_dev, labels_dev = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        target = None if targets is None else torch.tensor([targets[int(i)] for i in indices], device=device)
+        with hooks(model, fwd_hooks):
+            res = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_batch(
+                model, x_dev[i], labels_dev[i], cfg, rows, None if target is None else target[i]))
+        _write_batch(out_dir, b, indices, labels, res, cfg.methods, save_attributions)
+
+
+def _write_batch(out_dir: Path, b: int, indices: torch.Tensor, labels: torch.Tensor, res: dict[str, torch.Tensor],
+                 methods: Sequence[str], save_attributions: bool) -> None:
+    """One batch's artifacts: the results are copied to the host here, once per batch."""
+    res = {k: v.cpu().numpy() for k, v in res.items()}
+    ids = indices.numpy()
+    for m in methods:
+        attr = res.pop(f"{m}_attr", None)
+        if save_attributions and attr is not None:
+            extra = {"delta": res[f"{m}_delta"]} if f"{m}_delta" in res else {}
+            artifacts.write_npz(out_dir / "attributions" / m / f"batch_{b:05d}.npz", indices=ids,
+                                targets=res["target"], attributions=attr, **extra)
+    # Written last: its presence marks the batch as done.
+    artifacts.write_npz(out_dir / "parts" / f"batch_{b:05d}.npz", index=ids, label=labels.numpy(), **res)
+
+
+def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None,
+                   cfg: EvalConfig, block: str, blocked: torch.Tensor, ig_internal_batch: int | None = None,
+                   keep_maps: bool = False, stem: Sequence[str] = ()) -> list[dict[str, torch.Tensor]]:
+    """``evaluate_batch`` for every channel mask of ``blocked (M, Cb)`` at once (detach semantics).
+
+    The forward pass is the same for every mask, so predictions are computed once; attributions
+    come from one shared pass (``attribution.masked_attributions``), and the faithfulness images of
+    every mask go through the model together (``ig_internal_batch`` rows per pass). ``target (B,)``: as in
+    ``evaluate_batch``; ``stem``: the model's stem (``ModelSpec.stem``), run once per image instead
+    of once per IG step. Returns one dict per mask with the keys of ``evaluate_batch``, the
+    attribution maps ``{m}_attr (B, C, H, W)`` only with ``keep_maps``.
+    """
+    with autocast(x.device, cfg.precision):
+        with torch.no_grad():
+            logits = model(x)
+        shared = predictions(logits, labels, cfg, target)
+        target, confidence = shared["target"], shared["confidence"]
+        out = [dict(shared) for _ in range(len(blocked))]
+        keep = (~blocked).to(x.device, torch.float32)
+        maps = masked_attributions(model, x, target, cfg.methods, block, keep, cfg.ig_steps, ig_internal_batch, stem,
+                                   logits)
+        for m, (attr, delta) in maps.items():
+            with record_function("engine: metrics"):
+                spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
+                drops = faithfulness(model, x, attr, target, cfg.metric, cfg.drop_fraction, cfg.mask_value,
+                                     confidence, ig_internal_batch)                        # (M, B)
+            for j, res in enumerate(out):
+                res[f"{m}_sparsity"], res[f"{m}_faithfulness"] = spars[j], drops[j]
+                if delta is not None:
+                    res[f"{m}_delta"] = delta[j]
+                if keep_maps:
+                    res[f"{m}_attr"] = attr[j]
+    return out
+
+
+def run_shared(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[tuple[Path, torch.Tensor]],
+               device: torch.device, targets: dict[int, int] | None = None, ig_internal_batch: int | None = None,
+               desc: str = "shared pass", save_attributions: bool = False, auto: AutoBatch | None = None,
+               stem: Sequence[str] = ()) -> None:
+    """Like ``run`` with a detach hook, for many ``(out_dir, blocked (Cb,))`` cells of one block in
+    one pass over the images. Each cell gets the per-batch parts ``run`` writes (and with
+    ``save_attributions`` its maps). ``targets``: as in ``run`` (None: ``cfg.target`` decides);
+    ``stem``: as in ``evaluate_masks``."""
+    blocked = torch.stack([mask for _, mask in cells]).to(device)
+    for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
+        name = f"batch_{b:05d}.npz"
+        if all((out / "parts" / name).exists() for out, _ in cells):
+            continue
+        x_dev, labels_dev = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        target = None if targets is None else torch.tensor([targets[int(i)] for i in indices], device=device)
+        results = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_masks(
+            model, x_dev[i], labels_dev[i], None if target is None else target[i], cfg, block, blocked, rows,
+            keep_maps=save_attributions, stem=stem))
+        for (out, _), res in zip(cells, results):
+            _write_batch(out, b, indices, labels, res, cfg.methods, save_attributions)
+
+
+def finalize(out_dir: Path, cfg: EvalConfig, baseline: pd.DataFrame | None = None) -> dict:
+    """Gather the per-batch scalars into ``per_image.csv``, ``metrics.json``, ``accuracy.json``.
+
+    With ``baseline`` (the baseline's ``per_image.csv`` for the same images), every metric also gets
+    ``<m>_<metric>_baseline`` and ``<m>_<metric>_delta`` (this run minus baseline) columns and summaries.
+    """
+    parts = sorted((out_dir / "parts").glob("batch_*.npz"))
+    columns: dict[str, list[np.ndarray]] = {}
+    for p in parts:
+        with np.load(p) as z:
+            for k in z.files:
+                columns.setdefault(k, []).append(z[k])
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()})
+    lead = ["index", "label", "target", "pred", "top1", "top5", "confidence"]
+    frame = frame[lead + [c for c in frame.columns if c not in lead]]
+    if baseline is not None:
+        base = baseline.set_index("index").loc[frame["index"]]
+        for m in cfg.methods:
+            for k in ("sparsity", "faithfulness"):
+                frame[f"{m}_{k}_baseline"] = base[f"{m}_{k}"].to_numpy()
+                frame[f"{m}_{k}_delta"] = frame[f"{m}_{k}"] - frame[f"{m}_{k}_baseline"]
+    artifacts.write_csv(out_dir / "per_image.csv", frame)
+
+    metrics = {"metric": cfg.metric, "settings": asdict(cfg), "n_images": len(frame)}
+    for m in cfg.methods:
+        entry = {}
+        for k in ("sparsity", "faithfulness"):
+            entry[k] = summarize(frame[f"{m}_{k}"])
+            if baseline is not None:
+                entry[f"{k}_baseline"] = summarize(frame[f"{m}_{k}_baseline"])
+                entry[f"{k}_delta"] = summarize(frame[f"{m}_{k}_delta"])
+        if f"{m}_delta" in frame:
+            d = frame[f"{m}_delta"].abs()
+            entry["convergence_delta_abs"] = {"mean": float(d.mean()), "max": float(d.max())}
+        metrics[m] = entry
+    artifacts.write_json(out_dir / "metrics.json", metrics)
+    accuracy = {"top1": float(frame["top1"].mean()), "top5": float(frame["top5"].mean()), "n_images": len(frame)}
+    if baseline is not None:
+        accuracy.update(top1_baseline=float(base["top1"].mean()), top5_baseline=float(base["top5"].mean()))
+    artifacts.write_json(out_dir / "accuracy.json", accuracy)
+    shutil.rmtree(out_dir / "parts")
+    return {"metrics": metrics, "accuracy": accuracy}

@@ -1,0 +1,46 @@
+"""Split an attribution over a block's clusters: the map with only one cluster's path open.
+
+Because the block output is a cut, the signed input gradient is the sum over its channels'
+paths, so the maps of the clusters (a partition of the channels) add up to the full map for
+Saliency's signed gradient and for IG; the remainder ``full - sum(clusters)`` is rounding only.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..attribution.engine import masked_attributions, path_gradients
+
+
+def cluster_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block: str, labels: torch.Tensor,
+                 method: str, ig_steps: int = 50, chunk: int | None = None, stem: Sequence[str] = ()
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x (B, C, H, W)`` -> full signed map ``(B, C, H, W)`` and one map per cluster ``(k, B, C, H, W)``.
+
+    ``labels (Cb,)``: each block channel's cluster. Saliency maps are the signed gradients here.
+    ``stem``: the model's (``ModelSpec.stem``), run once per image.
+    """
+    k = int(labels.max()) + 1
+    only = torch.nn.functional.one_hot(labels.long(), k).T.float()                 # (k, Cb): one path open
+    keep = torch.cat([torch.ones(1, len(labels)), only]).to(x.device)
+    if method == "ig":
+        maps, _ = masked_attributions(model, x, target, ["ig"], block, keep, ig_steps, chunk, stem)["ig"]
+    elif method == "saliency":
+        one = torch.ones(1, device=x.device)
+        maps = path_gradients(model, x, target, block, keep, one, one, chunk, stem)[0]
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return maps[0], maps[1:]
+
+
+def shares(full: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image: each cluster's signed share of the map's sum ``(k, B)``, its share of the absolute
+    mass ``(k, B)``, and the remainder's absolute mass relative to the full map's ``(B,)``."""
+    total = full.flatten(1).sum(1)                                                  # (B,)
+    mass = full.abs().flatten(1).sum(1).clamp_min(1e-30)
+    remainder = full - parts.sum(0)
+    return {"signed_share": parts.flatten(2).sum(2) / total,
+            "mass_share": parts.abs().flatten(2).sum(2) / mass,
+            "remainder": remainder.abs().flatten(1).sum(1) / mass}

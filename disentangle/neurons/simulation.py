@@ -1,0 +1,137 @@
+"""Scoring explanations by simulation: how well an explanation, read alone, predicts a neuron.
+
+An explanation file is either ours (explain_neurons.py: ``concept{i}``, ``weight{i}``, ``bias``) or
+a one-concept description (dissect_neurons.py: ``description``), so methods share one table.
+
+- **Correlation**: Pearson correlation, on the test split, between the neuron's real summary
+  activation and the simulated one (``Σ w_k P(concept_k | image) + b``; for a description,
+  ``P(description | image)``).
+- **Ablation**: the neuron's activation level (its spatial mean, or max with ``--pool_mode max``)
+  is replaced, keeping the map's spatial pattern, by the simulated activation scaled and shifted to
+  fit the real one on the validation split; the change of the model's cross-entropy on the test
+  images is compared with mean ablation (level replaced by its train-split mean):
+  ``1 - Σ|ΔCE(simulated)| / Σ|ΔCE(mean ablation)|`` over neurons and images. 1 means the
+  explanation carries everything the level tells the rest of the network; 0, no more than its mean.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..io import artifacts
+from ..core.errors import UserError
+from ..core.hooks import hooks
+from .linear import simulate
+
+
+@dataclass
+class Simulator:
+    """Explanations of one layer's units as ``unit -> (concept indices, weights, bias)``."""
+    method: str
+    units: dict[int, tuple[list[int], list[float], float]]
+    missing: list[int]         # units whose description is not among the concepts
+
+
+SPLIT_KEYS = ("data", "images", "seed", "pool_mode")   # what makes the test split and the activations
+
+
+def read_explanations(path: str | Path, layer_names: set[str], names: list[str], config: dict) -> Simulator:
+    """Read a linear-explanation or description CSV, keeping the rows of the layer being simulated.
+
+    The file's ``manifest.json`` (if present beside it) must name the same model and weights and,
+    for linear explanations (fitted on the train and validation splits), the same data, images,
+    split seed and pooling, so that the test images here were never seen by the fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"explanation file {path} not found")
+    manifest = artifacts.read_manifest(path.parent)
+    if manifest is not None:
+        theirs = manifest.get("config", {})
+        keys = ("model", "weights_sha256") + (SPLIT_KEYS if manifest.get("stage") == "explain_neurons" else ())
+        for key in keys:
+            if key in theirs and artifacts.config_mismatch({key: theirs[key]}, {key: config[key]}):
+                raise UserError(f"{path} was made with {key} {theirs[key]!r}, not {config[key]!r} as asked here"
+                                + (" (the test split must be the explanations' own)" if key in SPLIT_KEYS else ""))
+    frame = artifacts.read_csv(path, ("layer", "unit"), "explanation file")
+    frame = frame[frame["layer"].astype(str).isin(layer_names)]
+    if frame.empty:
+        raise UserError(f"{path} has no rows for layer {' or '.join(sorted(layer_names))}")
+    index = {n: i for i, n in enumerate(names)}
+    units, missing = {}, []
+    if "concept1" in frame:
+        k = max(int(m.group(1)) for c in frame.columns if (m := re.fullmatch(r"concept(\d+)", c)))
+        for _, row in frame.iterrows():
+            pairs = [(row[f"concept{i}"], row[f"weight{i}"]) for i in range(1, k + 1)
+                     if isinstance(row[f"concept{i}"], str)]
+            unknown = [c for c, _ in pairs if c not in index]
+            if unknown:
+                raise UserError(f"{path}: unit {row['unit']} uses concepts {unknown[:3]} that are not in this "
+                                f"concept set; simulate with the --mode and data it was explained with")
+            units[int(row["unit"])] = ([index[c] for c, _ in pairs], [float(w) for _, w in pairs], float(row["bias"]))
+        method = "linear explanation"
+    elif "description" in frame:
+        for _, row in frame.iterrows():
+            if row["description"] in index:
+                units[int(row["unit"])] = ([index[row["description"]]], [1.0], 0.0)
+            else:
+                missing.append(int(row["unit"]))
+        method = "description"
+    else:
+        raise UserError(f"{path} has neither concept1.. columns nor a description column")
+    return Simulator(method, units, missing)
+
+
+def simulated(concepts: torch.Tensor, sim: Simulator) -> tuple[list[int], torch.Tensor]:
+    """``(units, (N, len(units)))`` the simulated activation of every explained unit."""
+    units = sorted(sim.units)
+    return units, torch.stack([simulate(concepts, *sim.units[u]) for u in units], 1)
+
+
+def fit_scale(s: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column, ``a, b`` minimising ``||a s + b - y||²``; a constant simulation gets ``a = 0``."""
+    sc, yc = s - s.mean(0), y - y.mean(0)
+    var = (sc * sc).sum(0)
+    a = torch.where(var > 1e-12, (sc * yc).sum(0) / var.clamp_min(1e-12), torch.zeros_like(var))
+    return a, y.mean(0) - a * s.mean(0)
+
+
+def level_hook(units: torch.Tensor, level: torch.Tensor, pool: str, replicas: int):
+    """Forward hook for a batch of ``replicas`` copies of ``B`` images, ``(replicas * B, C, H, W)``:
+    in copy ``j``, channel ``units[j]`` gets its level (spatial mean or max) set to ``level[j]``
+    ``(replicas, B)`` while its spatial pattern is kept."""
+    def fn(module, inputs, output: torch.Tensor) -> torch.Tensor:
+        out = output.reshape(replicas, -1, *output.shape[1:]).clone()
+        r = torch.arange(replicas, device=out.device)
+        maps = out[r, :, units]                                            # (R, B, H, W)
+        current = maps.mean((2, 3)) if pool == "avg" else maps.amax((2, 3))
+        out[r, :, units] = maps + (level - current)[..., None, None].to(maps.dtype)
+        return out.reshape(output.shape)
+    return fn
+
+
+@torch.no_grad()
+def ablation_deltas(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, units: list[int],
+                    levels: dict[str, torch.Tensor], pool: str, chunk: int) -> dict[str, torch.Tensor]:
+    """``|ΔCE|`` per unit and image, ``(U, N)``, for each named level replacement ``(U, N)``.
+
+    ``x (N, 3, S, S)`` test images and ``y (N,)`` labels on the model's device; ``chunk`` units
+    are processed per forward pass (the images repeated once per unit).
+    """
+    base = F.cross_entropy(model(x), y, reduction="none")
+    out = {k: torch.zeros(len(units), len(x), dtype=torch.float64) for k in levels}
+    u_all = torch.tensor(units, device=x.device)
+    for s in tqdm(range(0, len(units), chunk), desc="ablation", unit="chunk"):
+        uc = u_all[s:s + chunk]
+        r = len(uc)
+        xr, yr = x.repeat(r, 1, 1, 1), y.repeat(r)
+        for name, lv in levels.items():
+            with hooks(model, [(path, level_hook(uc, lv[s:s + chunk].to(x.device), pool, r))]):
+                ce = F.cross_entropy(model(xr), yr, reduction="none").reshape(r, -1)
+            out[name][s:s + r] = (ce - base).abs().double().cpu()
+    return out
