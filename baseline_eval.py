@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from disentangle.io import artifacts
+from disentangle.core import runtime
 from disentangle import cli
 from disentangle.attribution import evaluation
 from disentangle.attribution.engine import METHODS
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if state == "fresh":
         artifacts.write_json(out / artifacts.MANIFEST, manifest)
     start = time.time()
-    auto = cli.AutoBatch(args.batch_size, run.device)
+    auto = runtime.AutoBatch(args.batch_size, run.device)
     evaluation.run(run.loaded.model, run.loader(auto.start), cfg, out, run.device, args.ig_batch,
                    desc=f"baseline {args.model}", auto=auto)
     result = evaluation.finalize(out, cfg)

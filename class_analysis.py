@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from disentangle.io import artifacts
+from disentangle.core import runtime
 from disentangle.neurons import classes
 from disentangle import cli
 from disentangle.core import distributed
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                      metric=args.metric, ig_steps=args.ig_steps, precision=args.precision)
     clusters = pipeline.load_clusters(args.stats_dir)
     channels = clusters.channels(args.cluster_idx)
-    with distributed.process_group(cli.resolve_device(args.device)) as (rank, world, device):
+    with distributed.process_group(runtime.resolve_device(args.device)) as (rank, world, device):
         run = experiment.setup_like(clusters.manifest, argparse.Namespace(device=str(device), workers=0, images=1,
                                                                           channels_last=args.channels_last))
         targets, names = np.asarray(run.dataset.targets), list(run.dataset.classes)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         block = resolve_block(run.loaded.spec, clusters.block)
         mask = channel_mask(channels, len(clusters.labels))
         mine = list(range(args.class_start, end))[rank::world]
-        auto = cli.AutoBatch(args.batch_size, device)   # 'auto': a class that runs out of memory is redone in halves
+        auto = runtime.AutoBatch(args.batch_size, device)   # 'auto': a class that runs out of memory is redone in halves
         start = time.time()
         n_images = 0
         for c in tqdm(mine, desc=f"classes (rank {rank}/{world})", unit="class", disable=None):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from disentangle.io import artifacts, cache
+from disentangle.core import runtime
 from disentangle import cli
 from disentangle.dissection import clip_dissect, netdissect as dissection, report as dissection_report
 from disentangle.data import probes
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     check_args(args)
     set_seeds(args.seed)
-    device = cli.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     args.activation_dir = None if args.activation_dir == "none" else args.activation_dir
     probe = probes.build_probe(args.d_probe, args.probe_images, args.seed, args.broden_root)
     if args.method == "netdissect" and not probe.pixel_labels:

@@ -18,7 +18,7 @@ from pathlib import Path
 from disentangle.io import artifacts
 from disentangle import cli
 from disentangle.neurons import scores
-from disentangle.core.hooks import capture_hooks, hooks
+from disentangle.core.layers import layer_width
 from disentangle.core.models import resolve_block
 
 
@@ -74,11 +74,7 @@ def extract(args: argparse.Namespace) -> int:
         raise cli.UserError(f"--levels must be at least 2, got {args.levels}")
     run = cli.setup(argparse.Namespace(**{**vars(args), "weights": args.model_weights}))
     path = resolve_block(run.loaded.spec, args.block)
-    store, capture = capture_hooks([path])
-    x, _ = run.dataset[int(run.indices[0])]
-    with hooks(run.loaded.model, capture):
-        run.loaded.model(x[None].to(run.device))
-    n_channels = store[path].shape[1]
+    n_channels = layer_width(run.loaded.model, path, run.dataset[int(run.indices[0])][0][None].to(run.device))
     neurons = list(range(n_channels)) if args.neurons is None else channel_list(args.neurons)
     if any(not 0 <= n < n_channels for n in neurons):
         raise cli.UserError(f"--neurons must be channels 0..{n_channels - 1} of {args.block}")

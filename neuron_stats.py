@@ -15,7 +15,7 @@ from disentangle.io import artifacts
 from disentangle import cli
 from disentangle.neurons import clustering, statistics as neurons
 from disentangle.pipeline import readers as pipeline
-from disentangle.core.hooks import capture_hooks, hooks
+from disentangle.core.layers import layer_width
 from disentangle.core.models import resolve_block
 
 
@@ -28,14 +28,6 @@ def parser() -> cli.Parser:
     p.add_argument("--output_dir", default=None, help="default: outputs/neuron_stats/<block>_k<k>")
     p.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
     return p
-
-
-def block_channels(run: cli.Setup, path: str) -> int:
-    store, capture = capture_hooks([path])
-    x, _ = run.dataset[int(run.indices[0])]
-    with torch.no_grad(), hooks(run.loaded.model, capture):
-        run.loaded.model(x[None].to(run.device))
-    return store[path].shape[1]
 
 
 CLUSTERING_KEYS = ("k", "n_init")
@@ -57,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     run = cli.setup(args)
     path = resolve_block(run.loaded.spec, args.block)
-    n_channels = block_channels(run, path)
+    n_channels = layer_width(run.loaded.model, path, run.dataset[int(run.indices[0])][0][None].to(run.device))
     if not 2 <= args.k <= n_channels - 1:
         raise cli.UserError(f"k={args.k} is out of range for {args.block} of {args.model}, which has "
                             f"{n_channels} neurons (need 2 <= k <= {n_channels - 1})")

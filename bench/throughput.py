@@ -44,10 +44,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench import reference  # noqa: E402
 from disentangle import cli  # noqa: E402
+from disentangle.core import runtime
 from disentangle.attribution import evaluation
 from disentangle.data.images import make_loader  # noqa: E402
 from disentangle.pipeline.experiment import random_channels  # noqa: E402
-from disentangle.core.hooks import capture_hooks, channel_mask, hooks  # noqa: E402
+from disentangle.core.hooks import channel_mask  # noqa: E402
+from disentangle.core.layers import layer_width  # noqa: E402
 from disentangle.core.models import resolve_block  # noqa: E402
 
 # Peak dense FLOP/s of one NVIDIA H100 SXM (datasheet): fp32 without tensor cores, bf16/fp16 tensor cores.
@@ -196,11 +198,8 @@ def profile_batch(work: Callable[[], object], device: torch.device) -> str:
 
 def blocked_mask(run: cli.Setup, block: str, share: float, seed: int) -> torch.Tensor:
     """``(Cb,)`` bool: a seeded random ``share`` of the block's channels."""
-    store, capture = capture_hooks([block])
     size = run.loaded.spec.input_size
-    with torch.no_grad(), hooks(run.loaded.model, capture):
-        run.loaded.model(torch.zeros(1, 3, size, size, device=run.device))
-    n = store[block].shape[1]
+    n = layer_width(run.loaded.model, block, torch.zeros(1, 3, size, size, device=run.device))
     return channel_mask(random_channels(n, max(1, round(share * n)), seed), n)
 
 
@@ -222,7 +221,7 @@ def role(args) -> dict:
     rss_start = rss_mib()
     first = next(iter(run.loader(1)))
     if is_engine:
-        auto = cli.AutoBatch(args.batch_size, device)
+        auto = runtime.AutoBatch(args.batch_size, device)
         stem = run.loaded.spec.stem
 
         def engine(out: Path, loader) -> None:
@@ -435,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role:
         role(args)
         return 0
-    device = cli.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
         runs: dict[str, list[dict]] = {r: [] for r in ROLES}
         print(f"machine: {machine()}", flush=True)

@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 
 import baseline_eval
 from disentangle.io import artifacts
+from disentangle.core import runtime
 from disentangle import cli
 from disentangle.attribution import evaluation
 from disentangle.attribution.engine import MIN_PASS_ROWS, entry, masked_attributions, side_by_side
@@ -21,7 +22,7 @@ from disentangle.attribution.folding import folded_norms
 from disentangle.data.concepts import ConceptWorld
 from disentangle.data.images import even_subset, make_loader
 from disentangle.attribution.evaluation import EvalConfig, evaluate_masks
-from disentangle.core.hooks import capture_hooks, channel_mask, hooks
+from disentangle.core.hooks import capture, channel_mask
 from disentangle.attribution.metrics import faithfulness
 from disentangle.core.models import load_model
 
@@ -59,10 +60,9 @@ def test_stem_once_per_image_is_exact(name, size, block):
     model = random_norms(copy.deepcopy(loaded.model)).double()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 3, size, size, generator=gen, dtype=torch.float64)
-    store, capture = capture_hooks([block])
-    with torch.no_grad(), hooks(model, capture):
+    with torch.no_grad(), capture(model, [block]) as rec:
         target = model(x).argmax(1)
-    keep = torch.ones(2, store[block].shape[1], dtype=torch.float64)
+    keep = torch.ones(2, rec.outputs[block].shape[1], dtype=torch.float64)
     keep[1, ::3] = 0
     both = masked_attributions(model, x, target, ["ig", "saliency"], block, keep, 8, 10, loaded.spec.stem)
     for method in ("ig", "saliency"):
@@ -178,22 +178,21 @@ def test_folded_norms_compute_the_same_and_are_put_back(tiny, name, size, positi
                                  "features.transition1.norm",                   # a BN whose scale would move on
                                  "features.transition1.relu"])
 def test_folds_do_not_reach_across_a_hooked_module(tiny, cut):
-    store, capture = capture_hooks([cut])
     x = torch.randn(2, 3, 56, 56)
 
     def output(*cuts):     # the hooks go on after the folds, as the engine's do
-        with folded_norms(tiny.model, cuts) if cuts else nullcontext(), hooks(tiny.model, capture), torch.no_grad():
+        with folded_norms(tiny.model, cuts) if cuts else nullcontext(), capture(tiny.model, [cut]) as rec, \
+                torch.no_grad():
             tiny.model(x)
-        return store[cut]
+        return rec.outputs[cut]
 
     plain = output()                                                            # not folded
     scale = plain.abs().max()
     assert (output(cut) - plain).abs().max() < 1e-5 * scale                 # kept (up to rounding) when a cut
     assert (output("features.denseblock1") - plain).abs().max() > 0.1 * scale   # folded when not
-    store.clear()
-    with hooks(tiny.model, capture), folded_norms(tiny.model), torch.no_grad():   # hooked first: kept, and fires
+    with capture(tiny.model, [cut]) as rec, folded_norms(tiny.model), torch.no_grad():   # hooked first: kept, fires
         tiny.model(x)
-    assert (store[cut] - plain).abs().max() < 1e-5 * scale
+    assert (rec.outputs[cut] - plain).abs().max() < 1e-5 * scale
 
 
 def test_fused_faithfulness_equals_one_map_at_a_time(tiny):
@@ -260,22 +259,22 @@ class FakeOOM:
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
                                    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9")])
 def test_auto_batch_halves_on_out_of_memory(error, capsys):
-    auto = cli.AutoBatch("auto", torch.device("cuda"))
+    auto = runtime.AutoBatch("auto", torch.device("cuda"))
     work = FakeOOM(40, error)
     assert auto(work) == 32 and work.sizes == [256, 128, 64, 32]
     assert auto.size == 32 and auto.scaled(256) == 32                         # IG rows shrink by the same factor
     assert auto(work) == 32 and work.sizes[-1] == 32                           # the smaller size is kept
     assert "retrying in batches of 32 images" in capsys.readouterr().err
-    assert cli.AutoBatch("auto", torch.device("cpu")).start == cli.AUTO_START["cpu"]
+    assert runtime.AutoBatch("auto", torch.device("cpu")).start == runtime.AUTO_START["cpu"]
 
 
 def test_fixed_batch_and_other_errors_are_raised():
     with pytest.raises(RuntimeError, match="out of memory"):
-        cli.AutoBatch(64, torch.device("cpu"))(FakeOOM(8, RuntimeError("CUDA out of memory")))
+        runtime.AutoBatch(64, torch.device("cpu"))(FakeOOM(8, RuntimeError("CUDA out of memory")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        cli.AutoBatch("auto", torch.device("cpu"))(FakeOOM(8, RuntimeError("shape mismatch")))
+        runtime.AutoBatch("auto", torch.device("cpu"))(FakeOOM(8, RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="out of memory"):                   # nothing left to halve
-        cli.AutoBatch("auto", torch.device("cpu"))(FakeOOM(0, RuntimeError("out of memory")))
+        runtime.AutoBatch("auto", torch.device("cpu"))(FakeOOM(0, RuntimeError("out of memory")))
 
 
 def test_baseline_with_auto_batch_backs_off_to_the_same_results(tmp_path, tiny, monkeypatch):

@@ -5,7 +5,7 @@ from torch import nn
 
 from disentangle.attribution.engine import attribute, masked_attributions
 from disentangle.attribution.evaluation import EvalConfig, run
-from disentangle.core.hooks import block_hook, capture_hooks, channel_mask, hooks
+from disentangle.core.hooks import block_hook, capture, channel_mask, hooks
 
 
 class TwoLayer(nn.Module):
@@ -66,10 +66,10 @@ def test_detach_forward_bit_identical_all_and_nothing(tiny_random):
 
 def test_zero_mode_ablates():
     model, x = TwoLayer(), torch.randn(2, 2, 3, 3)
-    store, capture = capture_hooks(["block"])
-    with hooks(model, [("block", block_hook(channel_mask([0, 2], 4), "zero")), *capture]):
+    with hooks(model, [("block", block_hook(channel_mask([0, 2], 4), "zero"))]), capture(model, ["block"]) as rec:
         model(x)
-    assert (store["block"][:, [0, 2]] == 0).all() and (store["block"][:, [1, 3]] != 0).any()
+    out = rec.outputs["block"]
+    assert (out[:, [0, 2]] == 0).all() and (out[:, [1, 3]] != 0).any()
 
 
 def test_shared_pass_equals_hooked_captum(tiny):

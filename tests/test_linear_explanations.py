@@ -80,11 +80,10 @@ def test_level_hook_keeps_pattern_and_real_levels_change_nothing(tiny):
     model = tiny.model
     x = torch.randn(6, 3, 56, 56)
     y = torch.arange(6)
-    from disentangle.core.hooks import capture_hooks, hooks
-    store, cap = capture_hooks(["features.denseblock4"])
-    with torch.no_grad(), hooks(model, cap):
+    from disentangle.core.hooks import capture
+    with torch.no_grad(), capture(model, ["features.denseblock4"]) as rec:
         model(x)
-    real = store["features.denseblock4"].mean((2, 3))                       # (6, C)
+    real = rec.outputs["features.denseblock4"].mean((2, 3))                       # (6, C)
     units = [0, 5]
     levels = {"same": real[:, units].T, "shifted": real[:, units].T + 1.0}
     d = simulation.ablation_deltas(model, "features.denseblock4", x, y, units, levels, "avg", chunk=2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -22,7 +22,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from .folding import folded_norms
-from ..core.hooks import hooks
+from ..core.hooks import Recording, capture
 
 METHODS = ("ig", "saliency")
 # Fewest rows a CPU pass of the engine gets: smaller operators than this cost more in dispatch (and
@@ -124,26 +124,39 @@ def entry(model: nn.Module, x: torch.Tensor, stem: Sequence[str] = ()) -> Entry:
     return Entry(direction, base, stem[-1], x[:1, :, :1, :1], F.relu if pool is not None else lambda r: r, back)
 
 
-class _Pass(threading.local):
-    """A pass's rows and the block's output, per thread: the hooks are shared by the passes."""
-    rows: torch.Tensor
-    h: torch.Tensor
-    leaf: torch.Tensor
+class _Pass:
+    """A pass's rows and what it recorded at the block, each per thread (the passes of
+    ``side_by_side`` share the hooks)."""
+
+    def __init__(self, block: str, rec: Recording):
+        self.block, self.rec, self._local = block, rec, threading.local()
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self._local.rows
+
+    @rows.setter
+    def rows(self, value: torch.Tensor) -> None:
+        self._local.rows = value
+
+    @property
+    def h(self) -> torch.Tensor:
+        return self.rec.outputs[self.block]
+
+    @property
+    def leaf(self) -> torch.Tensor:
+        return self.rec.leaves[self.block]
 
 
 @contextmanager
 def _pass_hooks(model: nn.Module, at: Entry, block: str) -> Iterator[_Pass]:
-    """Hooks for ``masked_gradients``: feed the thread's rows at ``at`` and split the graph at
+    """Hooks for ``masked_gradients``: feed the thread's rows at ``at`` and cut the graph at
     ``block`` (its output ``h`` is replaced by a detached ``leaf`` that the layers above use)."""
-    state = _Pass()
-
-    def split(module, inputs, output):
-        state.h = output
-        state.leaf = output.detach().requires_grad_()
-        return state.leaf
-
-    feed = [] if at.feed is None else [(at.feed, lambda module, inputs, output: at.act(state.rows))]
-    with hooks(model, feed + [(block, split)]):
+    with ExitStack() as stack:
+        rec = stack.enter_context(capture(model, [block], cut=True))
+        state = _Pass(block, rec)
+        if at.feed is not None:
+            stack.enter_context(capture(model, [at.feed], replace=lambda path, output: at.act(state.rows)))
         yield state
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..io import artifacts
 from .engine import METHODS, attribute, masked_attributions
-from ..cli import AutoBatch
+from ..core.runtime import AutoBatch
 from ..core.errors import UserError
 from ..core.hooks import Hook, hooks
 from .metrics import METRICS, faithfulness, sparsity, summarize, topk_correct

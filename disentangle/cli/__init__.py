@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from ..io import artifacts
 from ..data import images as data_mod
 from ..core.errors import UserError
 from ..core.models import MODELS, LoadedModel, load_model
+from ..core.runtime import AUTO_START, keep_freed_memory, resolve_device, strict_fp32
 from ..core.seeding import set_seeds
 
 
@@ -101,11 +101,6 @@ def add_runtime_args(p: argparse.ArgumentParser, engine: bool = False) -> None:
                             "convolutions on CPUs and tensor cores; results agree with the default to float rounding")
 
 
-# --batch-size auto: the first size tried per device type (a loader batch, and the artifacts' part size).
-AUTO_START = {"cuda": 256, "cpu": 32}
-T = TypeVar("T")
-
-
 def positive(text: str) -> int:
     """An argparse type: an integer of at least 1."""
     try:
@@ -143,53 +138,6 @@ def batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number of images (at least 1) or 'auto', got {text!r}") from None
 
 
-def out_of_memory(e: BaseException) -> bool:
-    """Whether an exception is an allocation failure (CUDA, or the CPU allocator's)."""
-    return isinstance(e, torch.cuda.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "can't allocate memory" in str(e)))
-
-
-class AutoBatch:
-    """Runs work in sub-batches of ``size`` images; with ``--batch-size auto`` it halves ``size`` on
-    out-of-memory and runs the work again (and keeps the smaller size for the work that follows).
-
-    ``start`` is the loader's batch size (the unit artifacts are written in); a fixed batch size
-    never backs off. ``scaled(n)`` scales another size (IG rows per pass) by the same factor.
-    """
-
-    def __init__(self, value: int | str, device: torch.device):
-        self.auto = value == "auto"
-        self.start = self.size = AUTO_START["cuda" if device.type == "cuda" else "cpu"] if self.auto else int(value)
-
-    def scaled(self, n: int | None) -> int | None:
-        return None if n is None else max(1, n * self.size // self.start)
-
-    def __call__(self, work: Callable[[int], T]) -> T:
-        while True:
-            try:
-                return work(self.size)
-            except RuntimeError as e:      # torch.cuda.OutOfMemoryError is a RuntimeError
-                if not (self.auto and self.size > 1 and out_of_memory(e)):
-                    raise
-            # Outside the except block, so the failed attempt's tensors (held by the traceback) are freed.
-            self.size //= 2
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            print(f"out of memory: retrying in batches of {self.size} images", file=sys.stderr)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for but CUDA is not available here")
-    return device
-
-
 @dataclass
 class Setup:
     loaded: LoadedModel
@@ -209,33 +157,12 @@ class Setup:
                 "data": data_mod.describe(self.dataset), "images": len(self.indices)}
 
 
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of unmapping them.
-
-    PyTorch has no caching allocator on the CPU, and glibc maps each large block afresh, so every
-    forward and backward pass page-faults its activations in again. Measured on 2 cores
-    (tiny_densenet, 200 images, bench/throughput.py): the engine 8.4 -> 5.7 s, the reference
-    29.1 -> 26.8 s. Freed memory stays with the process, so its resident size stays at its peak.
-    Nothing to do where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: map only blocks above 32 MiB
-    libc.mallopt(-1, 1 << 30)     # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
-
-
 def setup(args: argparse.Namespace) -> Setup:
     """Seed, then check every input (model, data, images) before any work or writing starts."""
     set_seeds(args.seed)
     keep_freed_memory()
     device = resolve_device(args.device)
-    # Attributions are compared per image across runs and devices: keep CUDA in full fp32. With
-    # TF32 convolutions an H200 flipped a prediction and moved per-image metrics by up to 0.07 from
-    # the CPU's; without, they agree to 1e-6.
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    strict_fp32()
     spec = MODELS.get(args.model)
     if spec is None:
         raise UserError(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")

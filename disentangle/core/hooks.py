@@ -3,13 +3,15 @@
 A hook is a ``(module path, fn)`` pair; ``fn(module, inputs, output)`` may return a replacement
 output, as in ``torch.nn.Module.register_forward_hook``.
 
-- ``capture_hooks`` records block outputs.
+- ``capture`` records module outputs (and can cut the graph there or replace them): the one
+  capture primitive.
 - ``block_hook`` stops the gradient through chosen channels of a block's output:
   ``mode="detach"`` passes their values forward unchanged (bit-identical forward pass) and removes
   their gradient path; ``mode="zero"`` ablates them (forward value 0, hence no gradient either).
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -33,17 +35,41 @@ def hooks(model: nn.Module, fwd_hooks: Sequence[Hook]) -> Iterator[nn.Module]:
             h.remove()
 
 
-def capture_hooks(names: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[Hook]]:
-    """``(store, hooks)``: inside ``hooks(model, hooks)``, ``store[name]`` is the latest output of
-    each named module, ``(B, C, H, W)`` for a conv block."""
-    store: dict[str, torch.Tensor] = {}
+class Recording(threading.local):
+    """What ``capture`` recorded, per thread (hooks are shared by threads that run the same model):
+    ``outputs[path]`` each module's latest output as it made it, ``leaves[path]`` (with ``cut``)
+    the detached copy the layers above it ran on."""
 
-    def make(name: str) -> Callable:
+    def __init__(self):
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.leaves: dict[str, torch.Tensor] = {}
+
+
+@contextmanager
+def capture(model: nn.Module, paths: Sequence[str], cut: bool = False,
+            replace: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> Iterator[Recording]:
+    """Record the outputs of the modules at ``paths`` (``(B, C, H, W)`` for a conv block) on every
+    forward pass inside the block: the one way activations are captured.
+
+    ``cut``: the layers above each module run on ``leaf = output.detach()`` (requiring grad when
+    grad mode is on), so a backward pass from the logits stops there at ``leaves[path]`` while
+    ``outputs[path]`` keeps the graph below. ``replace(path, tensor) -> tensor``: what the layers
+    above run on instead of the output (of the leaf, with ``cut``).
+    """
+    rec = Recording()
+
+    def make(path: str) -> Callable:
         def fn(module, inputs, output):
-            store[name] = output
+            rec.outputs[path] = output
+            if cut and isinstance(output, torch.Tensor):
+                output = rec.leaves[path] = output.detach().requires_grad_(torch.is_grad_enabled())
+            if replace is not None:
+                return replace(path, output)
+            return output if cut else None
         return fn
 
-    return store, [(name, make(name)) for name in names]
+    with hooks(model, [(p, make(p)) for p in paths]):
+        yield rec
 
 
 def channel_mask(channels: Sequence[int] | torch.Tensor, n_channels: int) -> torch.Tensor:

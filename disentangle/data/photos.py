@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms as T
 
 from ..io import artifacts
+from ..core import runtime
 from .. import cli
 from . import images as data_mod
 from .concepts import ConceptWorld
@@ -196,7 +197,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     if args.data is not None:
         raise UserError(f"--data applies to --images N; --images {args.images} brings its own photos")
     set_seeds(args.seed)
-    device = cli.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     torch.backends.cudnn.allow_tf32 = False   # strict fp32 on CUDA, as in cli.setup
     torch.backends.cuda.matmul.allow_tf32 = False
     images = read_photos(args.images, get_spec(args.model))

@@ -151,13 +151,12 @@ def layer_batches(model: torch.nn.Module, paths: list[str], loader, device: torc
     loader whose items are ``(x_1, ..., x_T, index)``; ``x_1`` goes through ``model``."""
     from tqdm import tqdm
 
-    from ..core.hooks import capture_hooks, hooks
+    from ..core.hooks import capture
 
-    store, capture = capture_hooks(paths)
-    with torch.no_grad(), hooks(model, capture):
+    with torch.no_grad(), capture(model, paths) as rec:
         for *xs, idx in tqdm(loader, desc=desc, unit="batch"):
             model(xs[0].to(device, non_blocking=True))
-            acts = {p: store.pop(p) for p in paths}
+            acts = {p: rec.outputs.pop(p) for p in paths}
             for p, a in acts.items():
                 if a.dim() != 4:
                     raise UserError(f"layer {p} gives {a.dim()}-D outputs; dissection needs (B, C, H, W) maps")

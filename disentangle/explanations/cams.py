@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..core.errors import UserError
-from ..core.hooks import hooks
+from ..core.hooks import Recording, capture
 from ..core.models import ModelSpec
 from ..data.photos import ImageSet, normalise
 
@@ -92,24 +92,21 @@ def probe(model: nn.Module, spec: ModelSpec, images: ImageSet, cfg: CamConfig, d
 
 @contextmanager
 def tap(model: nn.Module, layer: str, replace: Callable[[torch.Tensor], torch.Tensor] | None = None
-        ) -> Iterator[dict[str, torch.Tensor]]:
-    """Inside the block, a forward pass stores ``layer``'s output ``(B, C, h, w)`` in
-    ``store["activations"]`` as a leaf tensor (requiring grad when grad mode is on), so a backward
+        ) -> Iterator[Recording]:
+    """Inside the block, a forward pass records ``layer``'s output ``(B, C, h, w)`` in
+    ``rec.leaves[layer]`` as a leaf tensor (requiring grad when grad mode is on), so a backward
     pass from the logits stops at the layer. The model goes on with a copy, so in-place operations
-    after the layer (DenseNet's ``F.relu(inplace=True)`` on ``norm5``) leave the stored values as the
-    layer made them; or with ``replace(activations)`` when given."""
-    store: dict[str, torch.Tensor] = {}
+    after the layer (DenseNet's ``F.relu(inplace=True)`` on ``norm5``) leave the recorded values as
+    the layer made them; or with ``replace(activations)`` when given."""
 
-    def fn(module: nn.Module, inputs, output) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    def go_on(path: str, leaf) -> torch.Tensor:
+        if not isinstance(leaf, torch.Tensor) or leaf.dim() != 4:
+            shape = tuple(leaf.shape) if isinstance(leaf, torch.Tensor) else type(leaf).__name__
             raise UserError(f"layer {layer!r} gives {shape}; a CAM needs a (B, C, H, W) feature map")
-        leaf = output.detach().requires_grad_(torch.is_grad_enabled())
-        store["activations"] = leaf
         return leaf.clone() if replace is None else replace(leaf)
 
-    with hooks(model, [(layer, fn)]):
-        yield store
+    with capture(model, [layer], cut=True, replace=go_on) as rec:
+        yield rec
 
 
 @dataclass
@@ -124,11 +121,11 @@ class LayerPass:
 
 def layer_pass(model: nn.Module, layer: str, x: torch.Tensor, target: int | None, gradients: bool) -> LayerPass:
     """Activations of ``layer`` for ``x (B, 3, H, W)``, the logits, and ``∂S/∂A`` if ``gradients``."""
-    with tap(model, layer) as store, torch.set_grad_enabled(gradients):
+    with tap(model, layer) as rec, torch.set_grad_enabled(gradients):
         logits = model(x)                                                     # (B, K)
         t = logits.argmax(1) if target is None else torch.full((len(x),), target, device=x.device)
         score = logits.gather(1, t[:, None]).squeeze(1)                       # (B,)
-    acts = store["activations"]
+    acts = rec.leaves[layer]
     grads = torch.autograd.grad(score.sum(), acts)[0] if gradients else None
     return LayerPass(acts.detach(), grads, logits.detach(), t, score.detach())
 

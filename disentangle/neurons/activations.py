@@ -27,13 +27,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ..io import cache
+from ..core import runtime
 from .. import cli
 from ..data import images as data_mod
 from ..dissection import netdissect as dissection
 from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_clip, read_concepts
 from ..data.concepts import CATEGORIES, CLASSES, ConceptWorld, concept_names
 from ..core.errors import UserError
-from ..core.hooks import capture_hooks, hooks
+from ..core.layers import layer_width
 from .linear import split_indices
 from ..core.models import MODELS, LoadedModel, load_model, resolve_block
 
@@ -139,7 +140,7 @@ def load(args: argparse.Namespace, check_units: Callable[[int], None] | None = N
     """Check every input, then compute (or read from the cache) activations and concepts.
 
     ``check_units(n)`` is called with the layer's number of neurons before any work starts."""
-    device = cli.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     activation_dir = None if args.activation_dir == "none" else args.activation_dir
     spec = MODELS.get(args.target_name)
     if spec is None:
@@ -164,10 +165,7 @@ def load(args: argparse.Namespace, check_units: Callable[[int], None] | None = N
         raise UserError(f"unknown layer {args.target_layer!r} for {spec.name}; use a block "
                         f"({', '.join(spec.blocks)}) or a module path") from None
     if check_units is not None:
-        store, capture = capture_hooks([path])
-        with torch.no_grad(), hooks(loaded.model, capture):
-            loaded.model(dataset[int(indices[0])][0][None].to(device))
-        check_units(store[path].shape[1])
+        check_units(layer_width(loaded.model, path, dataset[int(indices[0])][0][None].to(device)))
     workers = 0 if data == "concepts" else args.workers
     described = data_mod.describe(dataset)
     model_key = {"model": spec.name, "weights_sha256": loaded.weights["sha256"],

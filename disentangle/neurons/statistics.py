@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.hooks import capture_hooks, hooks
+from ..core.hooks import capture
 
 STATS = ("mean", "std", "min", "max", "frac_active", "skewness", "kurtosis", "mean_image_max")
 
@@ -76,12 +76,11 @@ class ChannelMoments:
 def collect_stats(model: nn.Module, block_path: str, loader, device: torch.device,
                   desc: str = "activations") -> dict[str, np.ndarray]:
     """Statistics (see module doc) of every channel of ``block_path`` over the loader's images."""
-    store, capture = capture_hooks([block_path])
     moments = ChannelMoments()
-    with hooks(model, capture):
+    with capture(model, [block_path]) as rec:
         for x, _, _ in tqdm(loader, desc=desc, unit="batch"):
             model(x.to(device, non_blocking=True))
-            moments.update(store.pop(block_path))
+            moments.update(rec.outputs.pop(block_path))
     return moments.result()
 
 

@@ -14,7 +14,7 @@ import torch
 import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
-from ..core.hooks import capture_hooks, channel_mask, hooks, scale_hook
+from ..core.hooks import capture, channel_mask, hooks, scale_hook
 
 
 def perturb(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -29,16 +29,15 @@ def perturb(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Ten
 @torch.no_grad()
 def extract_trials(model: torch.nn.Module, loader, block: str, class_names: list[str], neurons: list[int],
                    levels: int, device: torch.device, seed: int) -> pd.DataFrame:
-    store, capture = capture_hooks([block])
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for x, y, idx in tqdm(loader, desc="trials", unit="batch"):
         x, y = x.to(device), y.to(device)
         for level in range(1, levels + 1):
             xp = perturb(x, (levels - level) / max(levels - 1, 1), gen)
-            with hooks(model, capture):
+            with capture(model, [block]) as rec:
                 p = model(xp).softmax(1).gather(1, y[:, None]).squeeze(1)
-            acts = store[block].float().mean((2, 3))                       # (B, C)
+            acts = rec.outputs[block].float().mean((2, 3))                 # (B, C)
             frame = {"trial_category": [class_names[int(c)] for c in y], "ground_truth": y.cpu().numpy(),
                      "level": level, "image_index": idx.numpy()}
             n_channels = acts.shape[1]

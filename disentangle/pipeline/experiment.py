@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..io import artifacts
+from ..core import runtime
 from .. import cli
 from ..attribution import evaluation
 from . import readers as pipeline
@@ -132,7 +133,7 @@ def run_hooked(ctx: Context, cell: Cell, n_channels: int, mode: str, args: argpa
         return None
     start = time.time()
     path = resolve_block(ctx.run.loaded.spec, cell.block)
-    auto = cli.AutoBatch(args.batch_size, ctx.run.device)
+    auto = runtime.AutoBatch(args.batch_size, ctx.run.device)
     evaluation.run(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, cell.out, ctx.run.device,
                    args.ig_batch, desc=f"{cell.stage} {cell.out.name}",
                    fwd_hooks=[(path, block_hook(channel_mask(cell.channels, n_channels), mode))],
@@ -147,7 +148,7 @@ def run_shared(ctx: Context, block: str, cells: list[Cell], n_channels: int, arg
         return
     start = time.time()
     path = resolve_block(ctx.run.loaded.spec, block)
-    auto = cli.AutoBatch(args.batch_size, ctx.run.device)
+    auto = runtime.AutoBatch(args.batch_size, ctx.run.device)
     evaluation.run_shared(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, path,
                           [(c.out, channel_mask(c.channels, n_channels)) for c in todo], ctx.run.device,
                           ctx.baseline.targets, args.ig_batch, desc=f"{block}: {len(todo)} masks, one pass",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cli
+from ..core import runtime
 from . import experiment, readers as pipeline
 from ..core.errors import UserError
 from ..core.hooks import MODES
@@ -90,7 +91,7 @@ def _images_per_batch(args: argparse.Namespace) -> int:
     """``--batch-size``, or for 'auto' (which only the attribution stages take) the size it starts at."""
     if args.batch_size != "auto":
         return args.batch_size
-    return cli.AUTO_START["cuda" if cli.resolve_device(args.device).type == "cuda" else "cpu"]
+    return runtime.AUTO_START["cuda" if runtime.resolve_device(args.device).type == "cuda" else "cpu"]
 
 
 def _model_data(args: argparse.Namespace, engine: bool = False) -> list[str]:
