@@ -25,7 +25,8 @@ from disentangle.data import probes
 from disentangle.core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_clip, read_concepts
 from disentangle.core.errors import UserError
 from disentangle.viz.figures import denormalise
-from disentangle.core.models import MODELS, load_model, resolve_block
+from disentangle.core.layers import resolve_layer as resolve_block
+from disentangle.core.models import MODELS, load_model
 from disentangle.core.seeding import set_seeds
 
 

@@ -7,39 +7,34 @@ their deltas against the baseline to --output_dir (default outputs/filtered_<blo
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from disentangle import cli
-from disentangle.pipeline import experiment, readers as pipeline
-from disentangle.core.hooks import MODES
+from disentangle.io import readers
+from disentangle.pipeline import experiment
 
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    p.add_argument("--cluster_idx", type=int, default=0, help="cluster to block (0 = largest)")
-    p.add_argument("--stats_dir", default="outputs/neuron_stats/block_1_k3", help="output of neuron_stats.py")
-    p.add_argument("--baseline_dir", default="outputs/baseline", help="output of baseline_eval.py")
-    p.add_argument("--mode", default="detach", help=f"{' or '.join(MODES)}: stop the gradient, or ablate")
-    experiment.add_filtered_args(p)
-    p.add_argument("--output_dir", default=None, help="default: outputs/filtered_<block>_cluster_<c>_k<k>[_zero]")
+    cli.add(p, "cluster_idx", type=int, default=0, help="cluster to block (0 = largest)")
+    cli.add(p, "stats_dir", default="outputs/neuron_stats/block_1_k3", help="output of neuron_stats.py")
+    cli.blocked_args(p)
+    cli.output_args(p, None, "default: outputs/filtered_<block>_cluster_<c>_k<k>[_zero]")
     return p
 
 
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    clusters = pipeline.load_clusters(args.stats_dir)
-    channels = clusters.channels(args.cluster_idx)
-    out = Path(args.output_dir) if args.output_dir else pipeline.filtered_dir(
-        clusters.block, args.cluster_idx, clusters.k, args.mode)
-    ctx = experiment.open_context(args, clusters)
-    cell = experiment.Cell(out, clusters.block, channels, "filtered_eval", {"cluster": args.cluster_idx, "k": clusters.k},
-                           {"neuron_stats": str(clusters.folder)})
-    result = experiment.run_hooked(ctx, cell, len(clusters.labels), args.mode, args)
-    if result is not None:
-        experiment.print_deltas(result, f"{clusters.block} cluster {args.cluster_idx}/{clusters.k} "
-                                        f"({len(channels)} neurons, {args.mode})")
-    print(f"artifacts in {out}/")
+    settings = cli.blocked_settings(args)
+    clusters = readers.load_clusters(args.stats_dir)
+    cell = experiment.filtered_cell(clusters, args.cluster_idx, args.output_dir, args.mode)
+    ctx = experiment.open_context(args.baseline_dir, settings.runtime, clusters, args.images, args.metric, args.mode)
+    results = experiment.run_cells(ctx, clusters.block, [cell], len(clusters.labels), args.mode, settings)
+    if cell.out in results:
+        print(experiment.format_deltas(results[cell.out], f"{clusters.block} cluster {args.cluster_idx}/{clusters.k} "
+                                                          f"({len(cell.channels)} neurons, {args.mode})"))
+    else:
+        print(f"{cell.out} is already complete for these settings; nothing to do")
+    print(f"artifacts in {cell.out}/")
     return 0
 
 

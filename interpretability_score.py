@@ -19,7 +19,7 @@ from disentangle.io import artifacts
 from disentangle import cli
 from disentangle.neurons import scores
 from disentangle.core.layers import layer_width
-from disentangle.core.models import resolve_block
+from disentangle.core.layers import resolve_layer as resolve_block
 
 
 def parser() -> cli.Parser:

@@ -31,9 +31,7 @@ def hide_color_arg(value: str) -> int | None:
 
 def parser() -> cli.Parser:
     p = photos.parser(__doc__.split("\n")[0], images=12)
-    p.epilog = "--batch-size (or --batch_size) is the number of perturbed pictures per forward pass."
-    p.add_argument("--batch_size", type=int, dest="batch_size", default=argparse.SUPPRESS,
-                   help="same as --batch-size: perturbed pictures per forward pass")
+    p.epilog = "--batch_size is the number of perturbed pictures per forward pass."
     s = p.add_argument_group("superpixels")
     s.add_argument("--segmentation", default=DEFAULTS.segmentation, choices=SEGMENTATIONS,
                    help="scikit-image algorithm, through LIME's SegmentationAlgorithm")

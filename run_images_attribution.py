@@ -5,26 +5,25 @@ cluster blocked, difference) as <output_dir>/attr_<block>_c<c>_k<k>_grid_<metric
 """
 from __future__ import annotations
 
-import visualize_attribution
 from disentangle import cli
-from disentangle.viz import figures
-from disentangle.data.images import even_subset, targets_of
+from disentangle.attribution.evaluation import EvalConfig
+from disentangle.pipeline.figures import attribution_figures
 
 
 def parser() -> cli.Parser:
-    p = visualize_attribution.parser(__doc__, one_image=False)
-    p.add_argument("--num_images", type=cli.positive, default=20, help="images, spread evenly over the classes")
+    p = cli.Parser(description=__doc__.split("\n")[0])
+    cli.add(p, "images", type=cli.positive, default=20, help="images, spread evenly over the classes")
+    cli.figure_args(p)
     return p
 
 
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.num_images < 1:
-        raise cli.UserError(f"--num_images must be at least 1, got {args.num_images}")
-    run, clusters, cfg = visualize_attribution.prepare(args)
-    indices = even_subset(targets_of(run.dataset), args.num_images).tolist()
-    paths = figures.render(run, clusters, indices, cfg, args.output_dir, args.batch_size, grid=True)
+    cfg = EvalConfig(metric=args.metric, ig_steps=args.ig_steps, drop_fraction=args.drop_fraction,
+                     mask_value=args.mask_value)
+    paths = attribution_figures(cli.clusters(args), args.cluster_idx, cfg, cli.runtime(args), args.output_dir,
+                                n_images=args.images, seed=args.seed)
     print(f"{len(paths) - 1} figures and the contact sheet {paths[-1]}")
     return 0
 

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from disentangle.io import artifacts  # noqa: E402
+from disentangle.io import artifacts
 from disentangle import cli
 from disentangle.neurons import activations as neuron_data, simulation
-from disentangle.core.errors import UserError  # noqa: E402
-from disentangle.neurons.linear import pearson  # noqa: E402
-from disentangle.viz.plots import save_png  # noqa: E402
-from disentangle.core.seeding import set_seeds  # noqa: E402
+from disentangle.core.errors import UserError
+from disentangle.neurons.linear import pearson
+from disentangle.viz.plots import save_png
+from disentangle.core.seeding import set_seeds
 
 
 def parser() -> cli.Parser:

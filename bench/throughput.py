@@ -44,13 +44,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench import reference  # noqa: E402
 from disentangle import cli  # noqa: E402
-from disentangle.core import runtime
-from disentangle.attribution import evaluation
-from disentangle.data.images import make_loader  # noqa: E402
-from disentangle.pipeline.experiment import random_channels  # noqa: E402
+from disentangle.attribution import evaluation  # noqa: E402
+from disentangle.core import runtime  # noqa: E402
 from disentangle.core.hooks import channel_mask  # noqa: E402
-from disentangle.core.layers import layer_width  # noqa: E402
-from disentangle.core.models import resolve_block  # noqa: E402
+from disentangle.core.layers import layer_width, resolve_layer  # noqa: E402
+from disentangle.pipeline.experiment import random_channels  # noqa: E402
+from disentangle.pipeline.session import Session, setup  # noqa: E402
 
 # Peak dense FLOP/s of one NVIDIA H100 SXM (datasheet): fp32 without tensor cores, bf16/fp16 tensor cores.
 H100_PEAK_TFLOPS = {"fp32": 67.0, "bf16": 989.4, "fp16": 989.4}
@@ -75,18 +74,18 @@ IG_ROWS = {"cuda": 256, "cpu": 128}      # default --ig-batch per device type
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add_model_data_args(p, images=200, engine=True)
-    p.set_defaults(data="concepts")
+    cli.model_args(p, images=200)
+    cli.runtime_args(p, engine=True)
+    p.set_defaults(data="concepts", ig_batch=None)
     next(a for a in p._actions if a.dest == "data").help = (
         "'concepts' (the built-in concept world at the model's input size), 'imagenet' (class folders under "
-        "--data-root) or any ImageFolder path")
+        "--data_root) or any ImageFolder path")
+    next(a for a in p._actions if a.dest == "ig_batch").help = (
+        f"engine: rows (image x step) in flight per IG forward/backward; default {IG_ROWS['cuda']} on CUDA, "
+        f"{IG_ROWS['cpu']} on the CPU, shared there by the passes that run side by side, one per thread (2 cores: 64 "
+        f"to 256 rows all took 22-24 ms per image). The reference gives captum one image's steps at a time")
     w = p.add_argument_group("work")
     w.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
-    w.add_argument("--ig-batch", type=int, default=None,
-                   help=f"engine: rows (image x step) in flight per IG forward/backward; default {IG_ROWS['cuda']} on "
-                        f"CUDA, {IG_ROWS['cpu']} on the CPU, shared there by the passes that run side by side, one per "
-                        f"thread (2 cores: 64 to 256 rows all took 22-24 ms per image). The reference gives captum one "
-                        f"image's steps at a time")
     w.add_argument("--metric", default="patch", help="pixel or patch")
     w.add_argument("--block", default="block_1", help="named block whose channels the filtered cluster blocks")
     w.add_argument("--blocked-share", type=float, default=1 / 3,
@@ -196,10 +195,14 @@ def profile_batch(work: Callable[[], object], device: torch.device) -> str:
     return f"one batch took {seconds:.3f} s{where}; CPU time in its phases (share of the batch):\n{phases}\n{top}"
 
 
-def blocked_mask(run: cli.Setup, block: str, share: float, seed: int) -> torch.Tensor:
+def session(args) -> Session:
+    return setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args), args.seed)
+
+
+def blocked_mask(run: Session, block: str, share: float, seed: int) -> torch.Tensor:
     """``(Cb,)`` bool: a seeded random ``share`` of the block's channels."""
-    size = run.loaded.spec.input_size
-    n = layer_width(run.loaded.model, block, torch.zeros(1, 3, size, size, device=run.device))
+    size = run.spec.input_size
+    n = layer_width(run.model, block, torch.zeros(1, 3, size, size, device=run.device))
     return channel_mask(random_channels(n, max(1, round(share * n)), seed), n)
 
 
@@ -211,23 +214,23 @@ def role(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     is_engine = args.role == "engine"
     args.channels_last = args.channels_last and is_engine      # the reference is the plain NCHW model
-    run = cli.setup(args)
+    run = session(args)
     ig_rows = args.ig_batch or IG_ROWS["cuda" if run.device.type == "cuda" else "cpu"]
-    model, device = run.loaded.model, run.device
+    model, device = run.model, run.device
     cfg = evaluation.EvalConfig(metric=args.metric, ig_steps=args.ig_steps,
                                 precision=args.precision if is_engine else "fp32")
-    block = resolve_block(run.loaded.spec, args.block)
+    block = resolve_layer(run.spec, args.block)
     blocked = blocked_mask(run, block, args.blocked_share, args.seed)
     rss_start = rss_mib()
     first = next(iter(run.loader(1)))
     if is_engine:
         auto = runtime.AutoBatch(args.batch_size, device)
-        stem = run.loaded.spec.stem
+        stem = run.spec.stem
 
         def engine(out: Path, loader) -> None:
             cells = [(out / "baseline", torch.zeros_like(blocked)), (out / "filtered", blocked)]
-            evaluation.run_shared(model, loader, cfg, block, cells, device, None, ig_rows,
-                                  desc="engine", save_attributions=True, auto=auto, stem=stem)
+            evaluation.run(model, loader, cfg, block, cells, device, None, ig_rows, desc="engine",
+                           save_attributions=True, auto=auto, stem=stem, plain=args.plain)
             for cell, _ in cells:
                 evaluation.finalize(cell, cfg)
 
@@ -256,7 +259,7 @@ def role(args) -> dict:
         flops = flops_per_image(lambda s: reference.evaluate_image(
             model, first[0].to(device), int(first[1]), evaluation.EvalConfig(metric=args.metric, ig_steps=s),
             block, blocked), args.ig_steps)
-    result = {"role": args.role, "images": len(run.indices), "seconds": seconds, "cpu_seconds": cpu,
+    result = {"role": args.role, "images": len(run.images), "seconds": seconds, "cpu_seconds": cpu,
               "flops_per_image": flops,
               "rss_start_mib": rss_start, **peak,
               "threads": torch.get_num_threads(), "device": str(device), "ig_rows": ig_rows,
@@ -395,20 +398,19 @@ def float64_run(args, side: str, positions: np.ndarray) -> dict[str, dict[str, n
     """One side's results computed in float64 (model and images, NCHW), for the images at ``positions``
     of the run's image list, in that order."""
     args = argparse.Namespace(**{**vars(args), "channels_last": False})
-    run = cli.setup(args)
-    model = copy.deepcopy(run.loaded.model).double()
-    block = resolve_block(run.loaded.spec, args.block)
+    run = session(args)
+    model = copy.deepcopy(run.model).double()
+    block = resolve_layer(run.spec, args.block)
     blocked = blocked_mask(run, block, args.blocked_share, args.seed)
     cfg = evaluation.EvalConfig(metric=args.metric, ig_steps=args.ig_steps)
-    loader = make_loader(run.dataset, run.indices[positions], len(positions) if side == "engine" else 1, 0,
-                         run.device)
+    loader = run.loader(len(positions) if side == "engine" else 1, indices=run.images.indices[positions])
     images = ((x.double(), label, index) for x, label, index in loader)
     if side == "reference":
         return reference.run(model, images, cfg, block, blocked, run.device)
     x, labels, index = next(images)
     masks = evaluation.evaluate_masks(model, x.to(run.device), labels.to(run.device), None, cfg, block,
                                       torch.stack([torch.zeros_like(blocked), blocked]), keep_maps=True,
-                                      stem=run.loaded.spec.stem)
+                                      stem=run.spec.stem)
     return {cell: {"index": index.numpy(), **{k: v.cpu().numpy() for k, v in res.items()}}
             for cell, res in zip(reference.CELLS, masks)}
 

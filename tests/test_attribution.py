@@ -3,7 +3,7 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
 
-from disentangle.attribution.engine import attribute
+from disentangle.attribution.reference import attribute
 from disentangle.data.concepts import ConceptWorld
 from disentangle.data.images import even_subset
 

@@ -62,7 +62,7 @@ def test_same_seed_identical_artifacts(tmp_path, tiny):
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny, monkeypatch, capsys):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert run(full) == 0
-    real, calls = evaluation.evaluate_batch, []
+    real, calls = evaluation.evaluate_masks, []
 
     def dies_on_second_batch(*args, **kwargs):
         calls.append(1)
@@ -70,12 +70,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny, monkeypatch,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate_batch", dies_on_second_batch)
+    monkeypatch.setattr(evaluation, "evaluate_masks", dies_on_second_batch)
     assert run(cut) == 130
     assert "interrupted" in capsys.readouterr().err
     assert not json.loads((cut / "manifest.json").read_text())["complete"]
     assert not (cut / "metrics.json").exists() and (cut / "parts" / "batch_00000.npz").exists()
-    monkeypatch.setattr(evaluation, "evaluate_batch", real)
+    monkeypatch.setattr(evaluation, "evaluate_masks", real)
     calls.clear()
     assert run(cut) == 0
     assert (cut / "per_image.csv").read_bytes() == (full / "per_image.csv").read_bytes()

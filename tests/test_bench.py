@@ -9,7 +9,7 @@ import torch
 
 from bench import reference, throughput
 from disentangle.data.concepts import ConceptWorld
-from disentangle.data.images import even_subset, make_loader
+from disentangle.data.images import Images, even_subset
 from disentangle.attribution.evaluation import EvalConfig, evaluate_masks
 from disentangle.core.hooks import channel_mask
 from tests.conftest import ROOT
@@ -18,11 +18,12 @@ FAST = ["--images", "4", "--ig-steps", "2", "--batch-size", "2", "--block", "blo
 
 
 def test_reference_and_engine_agree(tiny):
-    world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
-    idx = even_subset(world.targets, 4)
+    world = ConceptWorld("val")
+    images = Images(world, even_subset(world.targets, 4))
+    transform, idx = tiny.spec.transform(square=True), images.indices
     cfg, block, blocked = EvalConfig(ig_steps=8), "features.denseblock3", channel_mask(range(3, 30, 2), 32)
-    ref = reference.run(tiny.model, make_loader(world, idx, 1), cfg, block, blocked, torch.device("cpu"))
-    x, labels, _ = next(iter(make_loader(world, idx, 4)))
+    ref = reference.run(tiny.model, images.loader(transform, 1), cfg, block, blocked, torch.device("cpu"))
+    x, labels, _ = next(iter(images.loader(transform, 4)))
     results = evaluate_masks(tiny.model, x, labels, None, cfg, block, torch.stack([torch.zeros_like(blocked), blocked]),
                              ig_internal_batch=12, keep_maps=True, stem=tiny.spec.stem)
     eng = {cell: {"index": idx, **{k: v.numpy() for k, v in res.items()}}

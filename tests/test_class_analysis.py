@@ -39,7 +39,7 @@ def test_two_ranks_give_the_single_process_csv(stats, tmp_path):
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
     frame = pd.read_csv(tmp_path / "one.csv")
     assert frame["class"].tolist() == [2, 3, 4, 5, 6] and (frame["n_images"] == 2).all()
-    assert json.loads((tmp_path / "two.json").read_text())["runtime"]["world_size"] == 2
+    assert json.loads((tmp_path / "two.manifest.json").read_text())["runtime"]["world_size"] == 2
 
 
 def test_rows_and_resume(stats, tmp_path, monkeypatch):

@@ -1,11 +1,10 @@
 """The concept world: deterministic, labelled per pixel, and exportable as an ImageFolder."""
 import numpy as np
 import pytest
-import torch
 
 from disentangle.data import concepts
 from disentangle.data.concepts import CATEGORIES, CLASSES, COLOURS, SHAPES, ConceptWorld, render
-from disentangle.data.images import build_dataset
+from disentangle.data.images import Images, dataset_source
 from disentangle.core.errors import UserError
 from disentangle.core.models import get_spec
 
@@ -50,14 +49,12 @@ def test_dataset_targets_are_balanced_without_rendering():
 def test_export_round_trip_gives_identical_tensors(tmp_path):
     spec = get_spec("tiny_densenet")
     concepts.export_imagefolder(tmp_path, "val", n=24)
-    folder = build_dataset(str(tmp_path), spec)
-    world = build_dataset("concepts", spec)
+    folder, world = dataset_source(str(tmp_path)), dataset_source("concepts")
     assert folder.classes == list(CLASSES)
     seg = np.load(tmp_path / "segmentation.npz")
-    for j, (path, label) in enumerate(folder.samples):
+    for j, (path, label) in enumerate(folder.folder.samples):
         i = int(path.rsplit("_", 1)[1].split(".")[0])
-        x_file, y_file = folder[j]
-        x_world, y_world = world[i]
-        assert y_file == y_world and torch.equal(x_file, x_world)
+        (x_file,), (x_world,) = (Images(s, np.array([k])).pixels(spec) for s, k in ((folder, j), (world, i)))
+        assert folder.targets[j] == world.targets[i] and np.array_equal(x_file, x_world)
         k = list(seg["files"]).index(f"{CLASSES[label]}/val_{i:06d}.png")
         assert np.array_equal(seg["seg"][k], world.sample(i).seg)

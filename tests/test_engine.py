@@ -20,7 +20,7 @@ from disentangle.attribution import evaluation
 from disentangle.attribution.engine import MIN_PASS_ROWS, entry, masked_attributions, side_by_side
 from disentangle.attribution.folding import folded_norms
 from disentangle.data.concepts import ConceptWorld
-from disentangle.data.images import even_subset, make_loader
+from disentangle.data.images import Images, even_subset
 from disentangle.attribution.evaluation import EvalConfig, evaluate_masks
 from disentangle.core.hooks import capture, channel_mask
 from disentangle.attribution.metrics import faithfulness
@@ -280,7 +280,7 @@ def test_fixed_batch_and_other_errors_are_raised():
 def test_baseline_with_auto_batch_backs_off_to_the_same_results(tmp_path, tiny, monkeypatch):
     argv = ["--images", "12", "--ig-steps", "4"]
     assert baseline_eval.main([*argv, "--batch-size", "12", "--output_dir", str(tmp_path / "fixed")]) == 0
-    real, sizes = evaluation.evaluate_batch, []
+    real, sizes = evaluation.evaluate_masks, []
 
     def small_memory(model, x, *args, **kwargs):
         sizes.append(len(x))
@@ -288,7 +288,7 @@ def test_baseline_with_auto_batch_backs_off_to_the_same_results(tmp_path, tiny, 
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, x, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate_batch", small_memory)
+    monkeypatch.setattr(evaluation, "evaluate_masks", small_memory)
     assert baseline_eval.main([*argv, "--batch-size", "auto", "--output_dir", str(tmp_path / "auto")]) == 0
     assert sizes == [12, 12, 8, 4, 4, 4]                                       # 32 -> 16 -> 8 -> 4 images per part
     fixed, auto = (pd.read_csv(tmp_path / d / "per_image.csv") for d in ("fixed", "auto"))
@@ -307,11 +307,12 @@ def live_tensors_at_each_write(tiny, n, tmp_path, monkeypatch):
         return real(path, **arrays)
 
     monkeypatch.setattr(artifacts, "write_npz", counting)
-    world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
+    world = ConceptWorld("val")
     out = tmp_path / str(n)
-    evaluation.run_shared(tiny.model, make_loader(world, even_subset(world.targets, n), 4), EvalConfig(ig_steps=2),
-                          BLOCK, [(out / "baseline", BLOCKED[0]), (out / "filtered", BLOCKED[1])], torch.device("cpu"),
-                          save_attributions=True)
+    images = Images(world, even_subset(world.targets, n))
+    evaluation.run(tiny.model, images.loader(tiny.spec.transform(square=True), 4), EvalConfig(ig_steps=2),
+                   BLOCK, [(out / "baseline", BLOCKED[0]), (out / "filtered", BLOCKED[1])], torch.device("cpu"),
+                   save_attributions=True)
     assert len(list((out / "filtered" / "attributions" / "ig").glob("*.npz"))) == n // 4
     return counts
 

@@ -8,7 +8,8 @@ import neuron_stats
 import run_images_attribution
 import visualize_attribution
 from disentangle.viz import figures
-from disentangle.attribution.engine import attribute
+from disentangle.attribution.evaluation import EvalConfig
+from disentangle.attribution.reference import attribute
 from disentangle.data.concepts import ConceptWorld
 from disentangle.core.hooks import channel_mask
 
@@ -33,8 +34,8 @@ def png_size(path) -> tuple[int, int]:
 def test_baseline_panels_are_captum_maps(tiny):
     world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
     x = torch.stack([world[i][0] for i in (1500, 7)])                                  # (2, 3, 56, 56)
-    cfg = figures.FigureConfig(cluster=0, ig_steps=8, ig_batch=None)
-    p = figures.attribution_panels(tiny.model, x, "features.denseblock1", channel_mask(range(8), 32), cfg)
+    cfg = EvalConfig(ig_steps=8)
+    p = figures.attribution_panels(tiny.model, x, "features.denseblock1", channel_mask(range(8), 32), cfg, ig_batch=None)
     target = torch.from_numpy(p.target)
     assert target.tolist() == tiny.model(x).argmax(1).tolist()
     ig, _ = attribute(tiny.model, x, target, "ig", ig_steps=8)

@@ -1,5 +1,4 @@
 """The clusters stage end to end: filtered runs, controls, accuracy, the grid driver and its resume."""
-import argparse
 import json
 
 import numpy as np
@@ -14,7 +13,9 @@ import neuron_stats
 import run_experiments
 from disentangle.neurons import controls
 from disentangle.attribution import evaluation
-from disentangle.pipeline import experiment, readers as pipeline
+from disentangle.core.runtime import Runtime
+from disentangle.pipeline import experiment
+from disentangle.io import readers
 
 
 
@@ -23,7 +24,7 @@ def filtered(root, *extra):
                                "--batch-size", "12", *extra])
 
 
-def test_filtered_run_and_shared_pass_agree(staged):
+def test_filtered_run_alone_and_in_a_shared_pass_agree(staged):
     out_hook = staged / "hook"
     assert filtered(staged, "--cluster_idx", "1", "--output_dir", str(out_hook)) == 0
     hook = pd.read_csv(out_hook / "per_image.csv")
@@ -33,15 +34,13 @@ def test_filtered_run_and_shared_pass_agree(staged):
     assert (hook["top1"] == base["top1"]).all()          # detach: the forward pass is unchanged
     manifest = json.loads((out_hook / "manifest.json").read_text())
     assert manifest["hook"]["mode"] == "detach" and manifest["inputs"]["baseline"] == str(staged / "baseline")
-    # The same cell through the shared pass (as the grid runs it) gives the same numbers.
-    ns = argparse.Namespace(baseline_dir=str(staged / "baseline"), images=None, metric=None, mode="detach",
-                            device="cpu", workers=0, batch_size=12, ig_batch=256, overwrite=False,
-                            save_attributions=False)
-    clusters = pipeline.load_clusters(staged / "stats")
-    ctx = experiment.open_context(ns, clusters)
-    cell = experiment.Cell(staged / "shared", clusters.block, clusters.channels(1), "filtered_eval",
-                           {"cluster": 1, "k": 3}, {"neuron_stats": str(clusters.folder)})
-    experiment.run_shared(ctx, clusters.block, [cell], len(clusters.labels), ns)
+    # The same cell in a shared pass with another (as the grid runs it) gives the same numbers.
+    settings = experiment.Settings(Runtime(device="cpu", workers=0, batch_size=12))
+    clusters = readers.load_clusters(staged / "stats")
+    ctx = experiment.open_context(staged / "baseline", settings.runtime, clusters)
+    cell = experiment.filtered_cell(clusters, 1, staged / "shared")
+    other = experiment.filtered_cell(clusters, 2, staged / "shared_other")
+    experiment.run_cells(ctx, clusters.block, [cell, other], len(clusters.labels), "detach", settings)
     shared = pd.read_csv(staged / "shared" / "per_image.csv")
     for col in ("ig_sparsity", "ig_faithfulness", "saliency_sparsity", "saliency_faithfulness", "ig_delta"):
         assert np.allclose(shared[col], hook[col], atol=1e-4), col
@@ -99,7 +98,7 @@ def test_control_experiment_draws_sets_of_the_cluster_size(staged):
     assert control_experiment.main(["--stats_dir", str(staged / "stats"), "--baseline_dir", str(staged / "baseline"),
                                      "--cluster_idx", "2", "--repeats", "2", "--batch-size", "12",
                                      "--output_dir", str(staged / "control")]) == 0
-    n = len(pipeline.load_clusters(staged / "stats").channels(2))
+    n = len(readers.load_clusters(staged / "stats").channels(2))
     sets = [json.loads((staged / "control" / f"repeat_0{r}" / "manifest.json").read_text())["config"]["channels"]
             for r in range(2)]
     assert all(len(s) == n for s in sets) and sets[0] != sets[1]
@@ -119,18 +118,18 @@ def test_grid_resumes_after_interruption_to_the_same_summary(tmp_path, tiny, mon
     assert (full / "control" / "block_1_cluster_0_k3" / "control_distribution.png").exists()
     assert (full / "accuracy" / "acc_block_4_c2_k3.json").exists()
 
-    real, calls = evaluation.run_shared, []
+    real, calls = evaluation.run, []
 
-    def dies_in_second_block(*args, **kwargs):
+    def dies_in_second_block(*args, **kwargs):     # the baseline's pass, the first block's, then this
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "run_shared", dies_in_second_block)
+    monkeypatch.setattr(evaluation, "run", dies_in_second_block)
     assert run_experiments.main([*GRID, "--outputs", str(cut)]) == 130
     assert not (cut / "mask_grid_summary.csv").exists()
-    monkeypatch.setattr(evaluation, "run_shared", real)
+    monkeypatch.setattr(evaluation, "run", real)
     capsys.readouterr()
     assert run_experiments.main([*GRID, "--outputs", str(cut)]) == 0
     out = capsys.readouterr().out
@@ -140,10 +139,10 @@ def test_grid_resumes_after_interruption_to_the_same_summary(tmp_path, tiny, mon
     assert (tmp_path / "again.csv").read_bytes() == (full / "mask_grid_summary.csv").read_bytes()
 
 
-def test_grid_passes_engine_flags_only_to_the_attribution_stages():
-    from disentangle.pipeline import grid
+def test_grid_config_carries_the_engine_flags_and_follows_ks():
     args = run_experiments.parser().parse_args(["--batch-size", "auto", "--channels-last", "--precision", "bf16",
-                                                "--device", "cpu"])
-    assert grid._model_data(args, engine=True)[-2:] == ["--batch-size", "auto"]
-    assert grid._model_data(args)[-2:] == ["--batch-size", "32"]                # what 'auto' starts at on the CPU
-    assert args.channels_last and args.precision == "bf16"
+                                                "--device", "cpu", "--ks", "2,4"])
+    cfg = run_experiments.config(args)
+    assert cfg.runtime.batch_size == "auto" and cfg.runtime.images_per_batch() == 32   # what 'auto' starts at
+    assert cfg.runtime.channels_last and cfg.eval.precision == "bf16"
+    assert cfg.controlled_ks == (2,) and cfg.grid_blocks == ["block_1", "block_2", "block_3", "block_4"]

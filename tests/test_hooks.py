@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from disentangle.attribution.engine import attribute, masked_attributions
+from disentangle.attribution.engine import masked_attributions
+from disentangle.attribution.reference import attribute
 from disentangle.attribution.evaluation import EvalConfig, run
 from disentangle.core.hooks import block_hook, capture, channel_mask, hooks
 
@@ -111,8 +112,8 @@ def test_no_hook_leaks_on_errors(tiny_random, tmp_path):
             ("features.denseblock2", lambda *a: (_ for _ in ()).throw(RuntimeError("module raised")))]
     x = torch.zeros(2, 3, 56, 56)
     with pytest.raises(RuntimeError, match="module raised"):
-        run(model, [(x, torch.zeros(2, dtype=torch.long), torch.arange(2))], EvalConfig(ig_steps=2), tmp_path,
-            torch.device("cpu"), fwd_hooks=boom)
+        run(model, [(x, torch.zeros(2, dtype=torch.long), torch.arange(2))], EvalConfig(ig_steps=2),
+            "features.denseblock3", [(tmp_path, channel_mask([], 32))], torch.device("cpu"), fwd_hooks=boom)
     assert no_hooks_left(model)
     with pytest.raises(ValueError):
         channel_mask([40], 32)

@@ -8,7 +8,8 @@ from PIL import Image
 from disentangle.data import concepts
 from disentangle.core import tiny as tiny_module
 from disentangle.core.errors import UserError
-from disentangle.core.models import MODELS, get_spec, load_model, resolve_block
+from disentangle.core.layers import resolve_layer
+from disentangle.core.models import MODELS, get_spec, load_model
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -30,8 +31,8 @@ def test_unknown_model_and_block():
     with pytest.raises(UserError, match="unknown model 'vgg'.*tiny_densenet"):
         get_spec("vgg")
     with pytest.raises(UserError, match="unknown block 'block_9' for densenet121.*block_1"):
-        resolve_block(get_spec("densenet121"), "block_9")
-    assert resolve_block(get_spec("resnet50"), "layer3") == "layer3"
+        resolve_layer(get_spec("densenet121"), "block_9")
+    assert resolve_layer(get_spec("resnet50"), "layer3") == "layer3"
 
 
 def test_missing_hub_weights_name_the_file_and_folder(tmp_path, monkeypatch):

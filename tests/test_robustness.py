@@ -158,22 +158,22 @@ def test_a_run_stopped_before_its_first_result_does_not_block_the_corrected_reru
     out = tmp_path / "b"
     assert base(out, "--batch-size", "0") == 2           # refused before anything is written
     assert not out.exists()
-    real = evaluation.evaluate_batch
+    real = evaluation.evaluate_masks
 
     def fails(*a, **k):
         raise UserError("cannot read image x.jpg: truncated")
 
-    monkeypatch.setattr(evaluation, "evaluate_batch", fails)
+    monkeypatch.setattr(evaluation, "evaluate_masks", fails)
     assert base(out, "--batch-size", "4") == 2
     assert not json.loads((out / "manifest.json").read_text())["complete"]
-    monkeypatch.setattr(evaluation, "evaluate_batch", real)
+    monkeypatch.setattr(evaluation, "evaluate_masks", real)
     assert base(out) == 0                                # other batch size, nothing kept: replaced
     assert len(pd.read_csv(out / "per_image.csv")) == 12
 
 
 def test_an_unfinished_run_with_results_is_resumed_or_replaced_as_told(tmp_path, tiny, monkeypatch, capsys):
     out = tmp_path / "b"
-    real, calls = evaluation.evaluate_batch, []
+    real, calls = evaluation.evaluate_masks, []
 
     def second_fails(*a, **k):
         calls.append(1)
@@ -181,9 +181,9 @@ def test_an_unfinished_run_with_results_is_resumed_or_replaced_as_told(tmp_path,
             raise UserError("cannot read image x.jpg: truncated")
         return real(*a, **k)
 
-    monkeypatch.setattr(evaluation, "evaluate_batch", second_fails)
+    monkeypatch.setattr(evaluation, "evaluate_masks", second_fails)
     assert base(out) == 2
-    monkeypatch.setattr(evaluation, "evaluate_batch", real)
+    monkeypatch.setattr(evaluation, "evaluate_masks", real)
     capsys.readouterr()
     assert base(out, "--batch-size", "4") == 2
     one_line(capsys, "--batch-size 6 to resume it", "or pass --overwrite")
@@ -268,7 +268,7 @@ def test_merge_reads_and_checks_each_csv(staged, tmp_path, capsys):
     assert merge_classes.main(["--input_files", str(a), str(b), "--output", str(a)]) == 2
     one_line(capsys, "would overwrite an input")
     assert merge_classes.main(["--input_files", str(a), str(b), "--output", str(tmp_path / "m.csv")]) == 0
-    merged = json.loads((tmp_path / "m.json").read_text())
+    merged = json.loads((tmp_path / "m.manifest.json").read_text())
     assert merged["config"]["classes"] == 2 and len(pd.read_csv(tmp_path / "m.csv")) == 2
 
 

@@ -1,23 +1,24 @@
-"""Integrated Gradients and Saliency through captum, for a whole batch at once.
+"""The attribution engine: Integrated Gradients and Saliency of a batch for many channel masks of
+one block in one shared pass.
 
 IG integrates from an all-zero baseline in the model's normalised input space (the data set's mean
-colour) with the Gauss-Legendre rule; its (image, step) pairs are folded into one batch dimension,
-split into chunks of at most ``internal_batch_size`` rows. Saliency is ``|d logit_t / d x|``.
-The model's parameters are frozen at load time, so only input gradients are computed.
+colour) with the Gauss-Legendre rule; Saliency is ``|d logit_t / d x|``. The model's parameters are
+frozen at load time, so only input gradients are computed. Every attribution the stages write
+comes from here (the baseline is the mask that blocks nothing); ``reference.attribute`` (captum)
+is the yardstick the tests and ``bench/`` check it against.
 """
 from __future__ import annotations
 
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 from torch.profiler import record_function
 
@@ -29,21 +30,6 @@ METHODS = ("ig", "saliency")
 # in the GIL the passes share) than a thread of their own wins (measured on 2 cores only).
 MIN_PASS_ROWS = 32
 T = TypeVar("T")
-
-
-def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str, ig_steps: int = 50,
-              internal_batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attributions ``(B, C, H, W)`` for each image's target class, and for IG the convergence
-    delta ``(B,)``: ``sum(attr) - (f(x) - f(baseline))`` (zero for exact integration)."""
-    if method == "ig":
-        ig = IntegratedGradients(model)
-        attr, delta = ig.attribute(x, baselines=0.0, target=target, n_steps=ig_steps, method="gausslegendre",
-                                   internal_batch_size=internal_batch_size, return_convergence_delta=True)
-        return attr.detach(), delta.detach()
-    if method == "saliency":
-        x = x.detach().requires_grad_()  # captum warns if it has to do this itself
-        return Saliency(model).attribute(x, target=target, abs=True).detach(), None
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
 # --- The shared-pass engine -------------------------------------------------------------------
@@ -209,7 +195,8 @@ def side_by_side(work: Callable[[int], T], n: int) -> list[T]:
 
 def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block: str, keep: torch.Tensor,
                    alphas: torch.Tensor, weights: torch.Tensor, chunk: int | None = None,
-                   stem: Sequence[str] = (), groups: Sequence[int] | None = None) -> torch.Tensor:
+                   stem: Sequence[str] = (), groups: Sequence[int] | None = None, plain: bool = False
+                   ) -> torch.Tensor:
     """``sum_s weights[s] * d logit_t / dx`` at ``alphas[s] * x``, for every mask of ``keep (M, Cb)``
     and every group of steps: ``(G, M, B, C, H, W)`` for ``x (B, C, H, W)``, ``target (B,)``,
     ``alphas, weights (S,)`` and ``groups`` (S ints on the host, each step's sum; default: one sum).
@@ -219,13 +206,15 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
     On the CPU, as many passes as torch has threads run side by side (at most one per
     ``MIN_PASS_ROWS`` rows of ``chunk``), each single-threaded and with its share of the ``chunk``
     rows, so memory stays that of ``chunk`` rows: the layers here are too small for one operator to
-    keep two cores busy (2 cores, tiny_densenet: 17% faster).
+    keep two cores busy (2 cores, tiny_densenet: 17% faster). The model's eval batch norms are
+    folded into its convolutions meanwhile (``folding``). ``plain``: none of these speed tricks
+    (no stem, one pass at a time, no folding): the same numbers to float rounding, for debugging.
     """
-    e = entry(model, x, () if block in stem else stem)
+    e = entry(model, x, () if plain or block in stem else stem)
     groups = list(groups or [0] * len(alphas))
     b, total, n_groups = len(x), len(alphas) * len(x), max(groups) + 1
     cpu = x.device.type == "cpu"
-    passes = min(torch.get_num_threads(), max(1, (chunk or total) // MIN_PASS_ROWS)) if cpu else 1
+    passes = min(torch.get_num_threads(), max(1, (chunk or total) // MIN_PASS_ROWS)) if cpu and not plain else 1
     n = -(-total // max(1, (chunk or total) // passes))                   # passes' chunks ...
     n = -(-n // passes) * passes if n > 1 else 1                          # ... a multiple of passes
     size = -(-total // n)
@@ -246,7 +235,8 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
                     acc[groups[s] * len(keep) + m][i:j] += g[s * b + i - start:s * b + j - start]
         return acc
 
-    with folded_norms(model, [block] + ([e.feed] if e.feed else [])), _pass_hooks(model, e, block) as state:
+    folds = nullcontext() if plain else folded_norms(model, [block] + ([e.feed] if e.feed else []))
+    with folds, _pass_hooks(model, e, block) as state:
         accs = side_by_side(work, min(passes, len(starts)))
     sums = [functools.reduce(torch.add, parts) for parts in zip(*accs)]   # G*M sums (B, ...), group-major
     grads = torch.stack([e.back(g, i < len(sums) - 1) for i, g in enumerate(sums)])
@@ -255,7 +245,7 @@ def path_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, bloc
 
 def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, methods: Sequence[str],
                         block: str, keep: torch.Tensor, ig_steps: int = 50, chunk: int | None = None,
-                        stem: Sequence[str] = (), logits: torch.Tensor | None = None
+                        stem: Sequence[str] = (), logits: torch.Tensor | None = None, plain: bool = False
                         ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """IG and/or Saliency of ``x (B, C, H, W)`` for every mask of ``keep (M, Cb)``, all in one shared pass
     (Saliency's gradient at ``x`` is one more step of IG's path).
@@ -274,7 +264,7 @@ def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     if "saliency" in methods:                                             # the last group
         alphas, weights = torch.cat([alphas, one]), torch.cat([weights, one])
         groups.append(1 if groups else 0)
-    grads = path_gradients(model, x, target, block, keep, alphas, weights, chunk, stem, groups)   # (G, M, B, ...)
+    grads = path_gradients(model, x, target, block, keep, alphas, weights, chunk, stem, groups, plain)  # (G, M, B, ...)
     out = {}
     if "saliency" in methods:
         out["saliency"] = grads[-1].abs(), None

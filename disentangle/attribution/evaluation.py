@@ -1,7 +1,9 @@
-"""The attribution evaluation loop shared by the baseline and the filtered stages.
+"""The attribution evaluation loop of every attribution stage: the baseline, blocked runs, controls,
+per-class analysis and figures.
 
 Per batch, on the model's device: logits, target class, top-1/top-5 hits, attributions for each
-method, sparsity and faithfulness (the masked images of every method and mask in one forward pass).
+method and channel mask from the engine's shared pass (the baseline is the mask that blocks
+nothing), sparsity and faithfulness (the masked images of every method and mask in one forward pass).
 Nothing is copied to the host inside a batch: each finished batch is copied to the CPU once and
 written atomically (attributions per method, plus the per-image scalars), so memory does not grow
 with the number of images and an interrupted run resumes at the first missing batch. When all
@@ -27,7 +29,7 @@ from torch.profiler import record_function
 from tqdm import tqdm
 
 from ..io import artifacts
-from .engine import METHODS, attribute, masked_attributions
+from .engine import METHODS, masked_attributions
 from ..core.runtime import AutoBatch
 from ..core.errors import UserError
 from ..core.hooks import Hook, hooks
@@ -47,7 +49,7 @@ class EvalConfig:
     mass: float = 0.9            # sparsity: share of the attribution mass to cover
     drop_fraction: float = 0.1   # faithfulness: share of pixels/patches to mask
     mask_value: float = 0.0      # faithfulness: value of masked inputs, in normalised input space
-    target: str = "pred"         # attribute the predicted class or the true label
+    target: str | int = "pred"   # attribute the predicted class, the true label or one class index
     precision: str = "fp32"      # forward passes in fp32, or under bf16/fp16 autocast
 
     def __post_init__(self):
@@ -62,8 +64,8 @@ class EvalConfig:
             raise UserError(f"--mass must be in (0, 1], got {self.mass}")
         if not 0 < self.drop_fraction < 1:
             raise UserError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
-        if self.target not in TARGETS:
-            raise UserError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
+        if self.target not in TARGETS and not (isinstance(self.target, int) and self.target >= 0):
+            raise UserError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)} or a class index")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
@@ -94,35 +96,9 @@ def predictions(logits: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
     logits = logits.float()
     pred = logits.argmax(1)
     if target is None:
-        target = pred if cfg.target == "pred" else labels
+        target = pred if cfg.target == "pred" else labels if cfg.target == "label" else torch.full_like(pred, cfg.target)
     return {"pred": pred, "target": target, "top1": pred == labels, "top5": topk_correct(logits, labels, 5),
             "confidence": logits.softmax(1).gather(1, target[:, None]).squeeze(1)}
-
-
-def evaluate_batch(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
-                   ig_internal_batch: int | None = None, target: torch.Tensor | None = None
-                   ) -> dict[str, torch.Tensor]:
-    """Everything the stage records for one batch ``x (B, C, H, W)``, ``labels (B,)``.
-
-    ``target (B,)``, when given, is the class to explain (a filtered run explains the baseline's
-    targets); otherwise ``cfg.target`` decides.
-
-    Returns device tensors: ``pred, target, top1, top5, confidence`` ``(B,)`` and per method
-    ``{m}_attr (B, C, H, W)``, ``{m}_sparsity``, ``{m}_faithfulness`` and for IG ``{m}_delta`` ``(B,)``.
-    """
-    with autocast(x.device, cfg.precision):
-        out = predictions(model(x), labels, cfg, target)
-        target, confidence = out["target"], out["confidence"]
-        for m in cfg.methods:
-            attr, delta = attribute(model, x, target, m, cfg.ig_steps, ig_internal_batch)
-            out[f"{m}_attr"] = attr
-            if delta is not None:
-                out[f"{m}_delta"] = delta
-            out[f"{m}_sparsity"] = sparsity(attr, cfg.metric, cfg.mass)
-        drops = faithfulness(model, x, torch.stack([out[f"{m}_attr"] for m in cfg.methods]), target, cfg.metric,
-                             cfg.drop_fraction, cfg.mask_value, confidence, ig_internal_batch)   # (methods, B)
-    out.update({f"{m}_faithfulness": d for m, d in zip(cfg.methods, drops)})
-    return out
 
 
 def _in_parts(auto: AutoBatch | None, n: int, ig_rows: int | None,
@@ -146,27 +122,6 @@ def _cat(parts: list):
     return torch.cat(parts)
 
 
-def run(model: nn.Module, loader, cfg: EvalConfig, out_dir: Path, device: torch.device,
-        ig_internal_batch: int | None = None, desc: str = "attributions", fwd_hooks: Sequence[Hook] = (),
-        targets: dict[int, int] | None = None, save_attributions: bool = True, auto: AutoBatch | None = None) -> None:
-    """Evaluate every batch of ``loader`` not yet on disk under ``out_dir``, writing as it goes.
-
-    ``fwd_hooks`` are installed around each batch (e.g. a gradient-blocking hook); ``targets``
-    maps data-set index -> class to explain; ``auto`` (``--batch-size auto``) backs off on
-    out-of-memory by evaluating each batch in smaller parts.
-    """
-    parts = out_dir / "parts"
-    for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
-        if (parts / f"batch_{b:05d}.npz").exists():
-            continue
-        x_dev, labels_dev = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        target = None if targets is None else torch.tensor([targets[int(i)] for i in indices], device=device)
-        with hooks(model, fwd_hooks):
-            res = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_batch(
-                model, x_dev[i], labels_dev[i], cfg, rows, None if target is None else target[i]))
-        _write_batch(out_dir, b, indices, labels, res, cfg.methods, save_attributions)
-
-
 def _write_batch(out_dir: Path, b: int, indices: torch.Tensor, labels: torch.Tensor, res: dict[str, torch.Tensor],
                  methods: Sequence[str], save_attributions: bool) -> None:
     """One batch's artifacts: the results are copied to the host here, once per batch."""
@@ -184,15 +139,23 @@ def _write_batch(out_dir: Path, b: int, indices: torch.Tensor, labels: torch.Ten
 
 def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None,
                    cfg: EvalConfig, block: str, blocked: torch.Tensor, ig_internal_batch: int | None = None,
-                   keep_maps: bool = False, stem: Sequence[str] = ()) -> list[dict[str, torch.Tensor]]:
-    """``evaluate_batch`` for every channel mask of ``blocked (M, Cb)`` at once (detach semantics).
+                   keep_maps: bool = False, stem: Sequence[str] = (), plain: bool = False
+                   ) -> list[dict[str, torch.Tensor]]:
+    """Everything a stage records for one batch ``x (B, C, H, W)``, ``labels (B,)``, for every
+    channel mask of ``blocked (M, Cb)`` of ``block`` (True: the channel's gradient path is detached;
+    a mask of no channels is the plain attribution).
 
-    The forward pass is the same for every mask, so predictions are computed once; attributions
-    come from one shared pass (``attribution.masked_attributions``), and the faithfulness images of
-    every mask go through the model together (``ig_internal_batch`` rows per pass). ``target (B,)``: as in
-    ``evaluate_batch``; ``stem``: the model's stem (``ModelSpec.stem``), run once per image instead
-    of once per IG step. Returns one dict per mask with the keys of ``evaluate_batch``, the
-    attribution maps ``{m}_attr (B, C, H, W)`` only with ``keep_maps``.
+    ``target (B,)``, when given, is the class to explain (a blocked run explains the baseline's
+    targets); otherwise ``cfg.target`` decides. The forward pass is the same for every mask, so
+    predictions are computed once; attributions come from one shared pass
+    (``engine.masked_attributions``), and the faithfulness images of every mask go through the
+    model together (``ig_internal_batch`` rows per pass). ``stem``: the model's stem
+    (``ModelSpec.stem``), run once per image instead of once per IG step; ``plain``: the engine
+    without its speed tricks.
+
+    Returns one dict of device tensors per mask: ``pred, target, top1, top5, confidence`` ``(B,)``
+    and per method ``{m}_sparsity``, ``{m}_faithfulness`` and for IG ``{m}_delta`` ``(B,)``, with
+    ``keep_maps`` also the attribution maps ``{m}_attr (B, C, H, W)``.
     """
     with autocast(x.device, cfg.precision):
         with torch.no_grad():
@@ -202,7 +165,7 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
         out = [dict(shared) for _ in range(len(blocked))]
         keep = (~blocked).to(x.device, torch.float32)
         maps = masked_attributions(model, x, target, cfg.methods, block, keep, cfg.ig_steps, ig_internal_batch, stem,
-                                   logits)
+                                   logits, plain)
         for m, (attr, delta) in maps.items():
             with record_function("engine: metrics"):
                 spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
@@ -217,14 +180,20 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
     return out
 
 
-def run_shared(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[tuple[Path, torch.Tensor]],
-               device: torch.device, targets: dict[int, int] | None = None, ig_internal_batch: int | None = None,
-               desc: str = "shared pass", save_attributions: bool = False, auto: AutoBatch | None = None,
-               stem: Sequence[str] = ()) -> None:
-    """Like ``run`` with a detach hook, for many ``(out_dir, blocked (Cb,))`` cells of one block in
-    one pass over the images. Each cell gets the per-batch parts ``run`` writes (and with
-    ``save_attributions`` its maps). ``targets``: as in ``run`` (None: ``cfg.target`` decides);
-    ``stem``: as in ``evaluate_masks``."""
+def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[tuple[Path, torch.Tensor]],
+        device: torch.device, targets: dict[int, int] | None = None, ig_internal_batch: int | None = None,
+        desc: str = "attributions", save_attributions: bool = False, auto: AutoBatch | None = None,
+        stem: Sequence[str] = (), plain: bool = False, fwd_hooks: Sequence[Hook] = ()) -> None:
+    """Evaluate every batch of ``loader`` not yet on disk, for many ``(out_dir, blocked (Cb,))``
+    cells of one block in one shared pass, writing each cell's per-batch parts as it goes (and with
+    ``save_attributions`` its maps).
+
+    ``targets`` maps data-set index -> class to explain (None: ``cfg.target`` decides);
+    ``fwd_hooks`` are installed around each batch (``zero`` mode ablates the cluster's channels
+    with one; its cell then blocks nothing more); ``auto`` (``--batch_size auto``) backs off on
+    out-of-memory by evaluating each batch in smaller parts; ``stem``, ``plain``: as in
+    ``evaluate_masks``.
+    """
     blocked = torch.stack([mask for _, mask in cells]).to(device)
     for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
         name = f"batch_{b:05d}.npz"
@@ -232,9 +201,10 @@ def run_shared(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Seq
             continue
         x_dev, labels_dev = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         target = None if targets is None else torch.tensor([targets[int(i)] for i in indices], device=device)
-        results = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_masks(
-            model, x_dev[i], labels_dev[i], None if target is None else target[i], cfg, block, blocked, rows,
-            keep_maps=save_attributions, stem=stem))
+        with hooks(model, fwd_hooks):
+            results = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_masks(
+                model, x_dev[i], labels_dev[i], None if target is None else target[i], cfg, block, blocked, rows,
+                keep_maps=save_attributions, stem=stem, plain=plain))
         for (out, _), res in zip(cells, results):
             _write_batch(out, b, indices, labels, res, cfg.methods, save_attributions)
 
@@ -281,3 +251,9 @@ def finalize(out_dir: Path, cfg: EvalConfig, baseline: pd.DataFrame | None = Non
     artifacts.write_json(out_dir / "accuracy.json", accuracy)
     shutil.rmtree(out_dir / "parts")
     return {"metrics": metrics, "accuracy": accuracy}
+
+
+def read_result(out_dir: Path) -> dict:
+    """``finalize``'s result of a finished run, read back from its ``metrics.json`` and ``accuracy.json``."""
+    return {"metrics": artifacts.read_json(Path(out_dir) / "metrics.json", "metrics"),
+            "accuracy": artifacts.read_json(Path(out_dir) / "accuracy.json", "accuracy")}

@@ -1,141 +1,42 @@
-"""What every script shares: common flags, one-line errors, and the model + data set-up."""
+"""The command-line layer, the only part of the package that knows argparse: the parser and entry
+point (one-line errors), one declaration per flag with the spellings used before as aliases, the
+shared flag groups, and the library configs they build. Scripts parse, build a config, call the
+library and print a summary.
+"""
 from __future__ import annotations
 
 import argparse
-import functools
-import os
-import sys
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import artifacts
-from ..data import images as data_mod
 from ..core.errors import UserError
-from ..core.models import MODELS, LoadedModel, load_model
-from ..core.runtime import AUTO_START, keep_freed_memory, resolve_device, strict_fp32
+from ..core.models import LoadedModel, MODELS, load_model
+from ..core.runtime import keep_freed_memory, resolve_device, strict_fp32
 from ..core.seeding import set_seeds
+from ..data import images as data_mod
+from .flags import SPELLINGS, add, spellings
+from .groups import (attribution_args, blocked_args, blocked_settings, clustering_args, clusters, eval_config,
+                     figure_args, model_args, output_args, runtime, runtime_args)
+from .parser import Parser, batch_size, count, entrypoint, finite, images, names, positive, target
+
+__all__ = ["UserError", "SPELLINGS", "add", "spellings", "attribution_args", "blocked_args", "blocked_settings",
+           "clustering_args", "clusters", "eval_config", "figure_args", "model_args",
+           "output_args", "runtime", "runtime_args", "Parser", "batch_size", "count", "entrypoint", "finite",
+           "images", "names", "positive", "target"]
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with defaults shown in ``--help`` and errors on one line."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Turn ``UserError`` into one line on stderr and exit status 2, an interruption (Ctrl-C) into
-    one line and status 130; the run's output locks are released either way."""
-    @functools.wraps(main)
-    def wrapped(argv: list[str] | None = None) -> int:
-        global _depth
-        try:
-            _depth += 1
-            with artifacts.run_scope():
-                return main(argv) or 0
-        except UserError as e:
-            # A DataLoader worker re-raises with the worker's traceback in the message: keep its last line.
-            message = str(e).strip().splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")
-            print(f"error: {message}", file=sys.stderr)
-            return 2
-        except SystemExit as e:          # argparse's one-line errors and --help, for in-process callers
-            return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
-        except KeyboardInterrupt:
-            if _depth > 1:             # a stage run by another (the grid): the outermost reports it
-                raise
-            print("interrupted; finished work is kept: rerun the same command to resume", file=sys.stderr)
-            return 130
-        finally:
-            _depth -= 1
-    return wrapped
-
-
-_depth = 0   # entry points running, nested when one script's main calls another's
-
-
+# --- Transitional: the set-up of the stages not yet on ``pipeline.session`` (explanations,
+# interpretability extraction). Removed when the last of them is converted.
 def add_model_data_args(p: argparse.ArgumentParser, images: int = 200, engine: bool = False) -> None:
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
-    g.add_argument("--weights", default=None,
-                   help="weights file; default: the model's own source (torch hub cache, a package, or for "
-                        "tiny_densenet the weights shipped with the code); 'random' for untrained weights")
-    g.add_argument("--data", default=None,
-                   help="'concepts' (built-in concept world), 'imagenet' (class folders under --data-root) or "
-                        "any ImageFolder path; default: concepts for tiny_densenet, imagenet otherwise")
-    g.add_argument("--data-root", default=None, help=f"ImageNet validation folder (default {data_mod.IMAGENET_ROOT})")
-    g.add_argument("--images", type=positive, default=images,
-                   help="number of images, chosen deterministically and spread evenly over classes")
-    add_runtime_args(p, engine)
-    p.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
+    model_args(p, images)
+    runtime_args(p, engine)
 
 
 def add_runtime_args(p: argparse.ArgumentParser, engine: bool = False) -> None:
-    """Flags that change how fast a stage runs, never its results (beyond float rounding).
-
-    ``engine``: the stage runs the attribution engine, which also takes ``--batch-size auto``
-    (``AutoBatch``) and ``--channels-last``.
-    """
-    r = p.add_argument_group("runtime")
-    if engine:
-        r.add_argument("--batch-size", type=batch_size, default=32,
-                       help=f"images per batch, or 'auto': start at {AUTO_START['cuda']} images on CUDA "
-                            f"({AUTO_START['cpu']} on the CPU) and, on out-of-memory, compute each batch in halves "
-                            f"(and IG in half as many rows) and retry, as often as needed")
-    else:
-        r.add_argument("--batch-size", type=positive, default=32, help="images per batch")
-    r.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
-    r.add_argument("--workers", type=count, default=min(4, os.cpu_count() or 1),
-                   help="data-loading processes for image folders (the concept world renders in-process)")
-    if engine:
-        r.add_argument("--channels-last", action="store_true",
-                       help="keep the model's weights and activations in channels-last (NHWC) memory format: faster "
-                            "convolutions on CPUs and tensor cores; results agree with the default to float rounding")
-
-
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def count(text: str) -> int:
-    """An argparse type: an integer of at least 0."""
-    return 0 if text.strip() == "0" else positive(text)
-
-
-def finite(text: str) -> float:
-    """An argparse type: a finite number (not nan or inf)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def batch_size(text: str) -> int | str:
-    """``--batch-size`` value: a positive integer or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return positive(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a number of images (at least 1) or 'auto', got {text!r}") from None
+    runtime_args(p, engine)
 
 
 @dataclass

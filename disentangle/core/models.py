@@ -62,7 +62,8 @@ class LoadedModel:
     weights: dict         # {"source", "path", "sha256"} for the manifest
 
     def block(self, name: str) -> nn.Module:
-        return self.model.get_submodule(resolve_block(self.spec, name))
+        from .layers import resolve_layer   # layers names this module's specs
+        return self.model.get_submodule(resolve_layer(self.spec, name))
 
 
 def _hub_file(url: str) -> Path:
@@ -170,15 +171,6 @@ def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     return MODELS[name]
-
-
-def resolve_block(spec: ModelSpec, block: str) -> str:
-    """Submodule path of a named block; the path itself is accepted too."""
-    if block in spec.blocks:
-        return spec.blocks[block]
-    if block in spec.blocks.values():
-        return block
-    raise UserError(f"unknown block {block!r} for {spec.name}; choose from {', '.join(spec.blocks)}")
 
 
 def read_state_dict(path: Path) -> StateDict:

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from ..core.errors import UserError
+from .images import Labels, Source
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (215, 35, 35), "green": (35, 175, 55), "blue": (40, 75, 225)}
@@ -121,14 +122,23 @@ def render(seed: int, split: str, index: int, size: int = DEFAULT_SIZE) -> Sampl
     return Sample(image=image, label=label, seg=seg)
 
 
-class ConceptWorld(Dataset):
-    """A split of the concept world, rendered on the fly.
+class ConceptWorld(Source):
+    """A split of the concept world, rendered on the fly: an image source with true object masks
+    and pixel labels (``data.images``).
 
-    ``__getitem__`` returns ``(transform(PIL image), label)`` like torchvision's ImageFolder, so the
-    same loaders serve both. ``targets`` is known without rendering (class = index mod classes).
+    ``__getitem__`` returns ``(PIL image, label)``, or ``(transform(PIL image), label)`` with a
+    ``transform``. ``targets`` is known without rendering (class = index mod classes). Pixel labels
+    are planes of global concept ids: per category, id ``k + 1`` is its ``k``-th name, offset by the
+    sizes of the categories before it.
     """
 
+    name = "concepts"
     classes = list(CLASSES)
+    square = True              # generated pictures stay whole: resized, never cropped
+    in_process = True
+    pixel_labels = True
+    concepts = concept_names()
+    categories = list(CATEGORIES)
 
     def __init__(self, split: str = "val", n: int | None = None, seed: int = 0, size: int = DEFAULT_SIZE,
                  transform: Callable | None = None):
@@ -138,7 +148,7 @@ class ConceptWorld(Dataset):
             raise UserError(f"concept-world size must be a multiple of 14 (patch grid), at least 28, got {size}")
         self.split, self.seed, self.size, self.transform = split, seed, size, transform
         self.n = DEFAULT_LENGTH[split] if n is None else n
-        self.targets = [i % len(CLASSES) for i in range(self.n)]
+        self.targets = np.arange(self.n) % len(CLASSES)
 
     def __len__(self) -> int:
         return self.n
@@ -148,6 +158,9 @@ class ConceptWorld(Dataset):
             raise IndexError(f"image index {index} out of range for {self.n} concept-world images")
         return render(self.seed, self.split, index, self.size)
 
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self.sample(index).image)
+
     def __getitem__(self, index: int):
         s = self.sample(index)
         image = Image.fromarray(s.image)
@@ -156,6 +169,17 @@ class ConceptWorld(Dataset):
     def segmentation(self, indices) -> np.ndarray:
         """Per-pixel concept labels of several images: ``(N, 3, H, W)`` int8 (see ``Sample.seg``)."""
         return np.stack([self.sample(int(i)).seg for i in indices])
+
+    def objects(self, indices) -> np.ndarray:
+        """``(N, H, W)`` bool: the object's pixels."""
+        return self.segmentation(indices)[:, 0] > 0
+
+    def labels(self, indices) -> Labels:
+        seg = torch.from_numpy(self.segmentation(indices)).long()              # (B, 3, H, W)
+        sizes = [len(v) for v in CATEGORIES.values()]
+        offset = torch.tensor(np.cumsum([0] + sizes[:-1]), dtype=torch.long)
+        planes = torch.where(seg > 0, seg + offset[None, :, None, None], 0)
+        return Labels(planes, torch.arange(len(self.categories)))
 
     def describe(self) -> dict:
         return {"name": "concepts", "split": self.split, "n": self.n, "seed": self.seed, "size": self.size}

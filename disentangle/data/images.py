@@ -1,11 +1,27 @@
-"""Data sources, deterministic evenly spread image subsets, and the batched loader.
+"""Images: the one container of every stage's images, a source and the chosen items of it.
 
-``--data concepts`` is the built-in concept world (validation split); ``--data imagenet`` reads the
-ImageNet validation set sorted into class folders under ``--data-root`` (default
-``data/ILSVRC2012_img_val``, see data/README.md); any other value is taken as an ImageFolder path.
+A **source** is a ``torch.utils.data.Dataset`` of ``(PIL image, label)`` items (label -1 where
+unknown) that says what identifies it in a manifest (``describe``) and, where it has them, the
+true object masks and the pixel-level concept labels that dissection needs:
+
+- ``ConceptWorld`` (``data.concepts``): the built-in concept world, with objects and pixel labels;
+- ``ClassFolder``: an ImageFolder tree, one subfolder per class (``--data imagenet`` or a path);
+- ``Photos``: a list of photo files (``--images samples``: the photos shipped with scikit-image and
+  scikit-learn; ``--images FOLDER``: every file of a folder);
+- ``FileProbe``: every image file under a folder, recursively (``--d_probe imagenet_val`` or a
+  folder): images only;
+- ``Broden`` (``data.broden``): the Broden probe set, with pixel labels.
+
+``Images(source, indices)`` serves the chosen items in order: as batches through any transform
+(the model's preprocessing, CLIP's, or several at once), as the ``(S, S, 3)`` uint8 pictures the
+model sees before normalisation, with their labels, object masks and pixel labels. The three ways
+stages choose items are ``dataset_images`` (N images spread evenly over the classes),
+``photo_images`` and ``probe_images``.
 """
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,13 +31,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from .concepts import ConceptWorld
 from ..core.errors import UserError
 from ..core.models import ModelSpec
 
 IMAGENET_ROOT = "data/ILSVRC2012_img_val"
-
-
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 # What PIL raises for a file that is not a readable image (a truncated or damaged one among them).
 UNREADABLE = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
 
@@ -42,32 +56,240 @@ def _too_large(path: str | Path, e: Exception) -> str:
             f"from the folder")
 
 
-def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None,
-                  transform: Callable | None = None) -> Dataset:
-    """The dataset behind ``--data``, returning ``(normalised (3, S, S) tensor, label)`` items, or
-    ``(transform(PIL image), label)`` with another ``transform`` (CLIP's preprocessing)."""
-    if data == "concepts":
-        return ConceptWorld("val", transform=transform or spec.transform(square=True))
-    root = Path(data_root or IMAGENET_ROOT) if data == "imagenet" else Path(data)
-    if not root.is_dir():
-        hint = " (see data/README.md for where to put ImageNet)" if data == "imagenet" else ""
-        raise UserError(f"data folder {root} not found{hint}")
+def _verify(path: str | Path) -> None:
+    """Fail before any work starts if ``path`` is not a readable image (a cheap check: no decoding)."""
     try:
-        return ImageFolder(str(root), transform=transform or spec.transform(), loader=read_rgb)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"{root} is not an image folder with one subfolder per class: {e}") from None
+        with Image.open(path) as im:
+            im.verify()
+    except Image.DecompressionBombError as e:
+        raise UserError(_too_large(path, e)) from None
+    except UNREADABLE as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
 
 
-def describe(dataset: Dataset) -> dict:
-    """What identifies the data in a manifest."""
-    if isinstance(dataset, ConceptWorld):
-        return dataset.describe()
-    return {"name": "imagefolder", "root": str(Path(dataset.root).resolve()), "n": len(dataset),
-            "classes": len(dataset.classes)}
+@dataclass
+class Labels:
+    """A batch of pixel-label planes: ``planes (B, P, H, W)`` int64 global concept ids (0 =
+    unlabelled), ``plane_category (P,)`` the category of each plane."""
+    planes: torch.Tensor
+    plane_category: torch.Tensor
 
 
-def targets_of(dataset: Dataset) -> np.ndarray:
-    return np.asarray(dataset.targets)
+class Source(Dataset):
+    """Items ``(PIL image, label)``. Subclasses set ``name``, ``classes`` and ``targets``."""
+
+    name: str = "images"
+    classes: list[str] = []
+    targets: np.ndarray                       # (len,) label of each item, -1 where unknown
+    square = False                            # resize the whole picture, not the short side + crop
+    in_process = False                        # rendered in the main process (no loader workers)
+    concepts: list[tuple[str, str]] = []      # (category, name) of pixel-label ids 1..L
+    categories: list[str] = []
+    pixel_labels = False
+
+    def image(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        return self.image(index), int(self.targets[index])
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+    def verify(self, indices: np.ndarray) -> None:
+        """Fail before any work starts if a chosen item cannot be read."""
+
+    def objects(self, indices: np.ndarray) -> np.ndarray | None:
+        """``(N, H, W)`` bool true object masks of the items, where the source knows them."""
+        return None
+
+    def labels(self, indices: np.ndarray) -> Labels:
+        raise UserError(f"probe set {self.name!r} has no pixel labels; use --method clip, or "
+                        f"--d_probe concepts or broden for mask-IoU dissection")
+
+    def label_category(self) -> torch.Tensor:
+        """``(L + 1,)`` category index of each concept id (-1 for id 0 and uncategorised ids)."""
+        return torch.tensor([-1] + [self.categories.index(c) if c in self.categories else -1
+                                    for c, _ in self.concepts])
+
+
+class ClassFolder(Source):
+    """An ImageFolder tree: ``root/<class>/<image>``, classes in sorted order."""
+
+    def __init__(self, root: str | Path):
+        root = Path(root)
+        try:
+            self.folder = ImageFolder(str(root), loader=read_rgb)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise UserError(f"{root} is not an image folder with one subfolder per class: {e}") from None
+        self.name, self.root = "imagefolder", root
+        self.classes = list(self.folder.classes)
+        self.targets = np.asarray(self.folder.targets)
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def image(self, index: int) -> Image.Image:
+        return read_rgb(self.folder.samples[index][0])
+
+    def path(self, index: int) -> str:
+        return self.folder.samples[index][0]
+
+    def verify(self, indices: np.ndarray) -> None:
+        for i in indices:
+            _verify(self.path(int(i)))
+
+    def describe(self) -> dict:
+        return {"name": "imagefolder", "root": str(self.root.resolve()), "n": len(self), "classes": len(self.classes)}
+
+
+class Photos(Source):
+    """Photo files, labels unknown; ``ids`` are their file stems (or sample names)."""
+
+    def __init__(self, files: Sequence[Path], ids: Sequence[str], root: str):
+        seen: dict[str, Path] = {}
+        for i, f in zip(ids, files):
+            if i in seen:
+                raise UserError(f"two photos named {i}: {seen[i].name} and {f.name}; rename one")
+            seen[i] = f
+        self.name, self.files, self.ids, self.root = "photos", list(files), list(ids), root
+        self.targets = np.full(len(self.files), -1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, index: int) -> Image.Image:
+        return read_rgb(self.files[index])
+
+    def verify(self, indices: np.ndarray) -> None:
+        for i in indices:
+            self.image(int(i))
+
+    def describe(self) -> dict:
+        return {"name": "photos", "root": self.root,
+                "files": {i: _sha256(f) for i, f in zip(self.ids, self.files)}}
+
+
+class FileProbe(Source):
+    """Every image file under a folder, recursively and sorted: images only (no labels)."""
+
+    def __init__(self, root: str | Path, name: str, n: int | None = None):
+        self.root, self.name = Path(root), name
+        if not self.root.is_dir():
+            hint = " (see data/README.md)" if name == "imagenet_val" else ""
+            raise UserError(f"probe folder {self.root} not found{hint}")
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise UserError(f"no image files under {self.root}")
+        if n is not None:
+            # Spread over the sorted list so class folders are all represented.
+            self.files = [self.files[i] for i in np.linspace(0, len(self.files), min(n, len(self.files)),
+                                                             endpoint=False).astype(int)]
+        self.targets = np.full(len(self.files), -1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, index: int) -> Image.Image:
+        return read_rgb(self.files[index])
+
+    def describe(self) -> dict:
+        listing = "\n".join(str(p.relative_to(self.root)) for p in self.files)
+        return {"name": self.name, "root": str(self.root.resolve()), "n": len(self),
+                "files_sha256": hashlib.sha256(listing.encode()).hexdigest()[:16]}
+
+
+def _sha256(path: Path) -> str:
+    from ..io.artifacts import sha256_file
+    return sha256_file(path)
+
+
+class _Items(Dataset):
+    """``(*[t(image) for t in transforms], label, index)`` of the chosen items."""
+
+    def __init__(self, source: Source, indices: np.ndarray, transforms: Sequence[Callable]):
+        self.source, self.indices, self.transforms = source, [int(i) for i in indices], list(transforms)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.source[self.indices[i]]
+        return (*[t(image) for t in self.transforms], label, self.indices[i])
+
+
+@dataclass
+class Images:
+    """The chosen items of a source, in order: ``indices (N,)`` into the source."""
+    source: Source
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def ids(self) -> list[str]:
+        """A name per image: the photo's file stem, else its index in the source."""
+        if isinstance(self.source, Photos):
+            return [self.source.ids[int(i)] for i in self.indices]
+        return [str(int(i)) for i in self.indices]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(N,)`` true class of each image, -1 where unknown."""
+        return np.asarray(self.source.targets)[self.indices]
+
+    def describe(self) -> dict:
+        """What identifies the source in a manifest (the chosen items are recorded by the stage)."""
+        return self.source.describe()
+
+    def loader(self, transform: Callable | Sequence[Callable], batch_size: int, workers: int = 0,
+               device: torch.device | None = None) -> DataLoader:
+        """Batches in index order: ``(x (B, 3, S, S), labels (B,), indices (B,))`` for one transform,
+        ``(x_1, ..., x_T, labels, indices)`` for a sequence of them."""
+        if batch_size < 1:
+            raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+        transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
+        return DataLoader(_Items(self.source, self.indices, transforms), batch_size=batch_size, shuffle=False,
+                          num_workers=0 if self.source.in_process else workers,
+                          pin_memory=device is not None and device.type == "cuda", persistent_workers=False)
+
+    def pixels(self, spec: ModelSpec) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8: each picture through the model's preprocessing up to, not
+        including, ``ToTensor`` and ``Normalize``."""
+        to_pixels = pixel_transform(spec, self.source.square)
+        return np.stack([to_pixels(self.source[int(i)][0]) for i in self.indices])
+
+    def objects(self, size: int) -> np.ndarray | None:
+        """``(N, size, size)`` bool true object masks (nearest-neighbour resized), where known."""
+        masks = self.source.objects(self.indices)
+        if masks is None:
+            return None
+        return np.stack([np.asarray(Image.fromarray(m).resize((size, size), Image.Resampling.NEAREST))
+                         for m in masks])
+
+
+def pixel_transform(spec: ModelSpec, square: bool = False):
+    """``spec.transform`` without its ``ToTensor`` and ``Normalize``: PIL -> ``(S, S, 3)`` uint8."""
+    from torchvision import transforms as T
+    steps = spec.transform(square).transforms
+    assert isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize), steps
+    return T.Compose([*steps[:-2], np.array])
+
+
+# --- How stages choose their images -------------------------------------------------------------
+def dataset_source(data: str, data_root: str | None = None) -> Source:
+    """The source behind ``--data``: ``concepts`` (the concept world's validation split),
+    ``imagenet`` (class folders under ``data_root``, default ``data/ILSVRC2012_img_val``) or any
+    ImageFolder path."""
+    if data == "concepts":
+        from .concepts import ConceptWorld
+        return ConceptWorld("val")
+    root = Path(data_root or IMAGENET_ROOT) if data in ("imagenet", "imagenet_val") else Path(data)
+    if not root.is_dir():
+        hint = " (see data/README.md for where to put ImageNet)" if data in ("imagenet", "imagenet_val") else ""
+        raise UserError(f"data folder {root} not found{hint}")
+    return ClassFolder(root)
 
 
 def even_subset(targets: Sequence[int], n: int) -> np.ndarray:
@@ -102,24 +324,112 @@ def even_subset(targets: Sequence[int], n: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def check_images(dataset: Dataset, indices: np.ndarray) -> None:
-    """Fail before any work starts if a chosen file is not a readable image."""
-    if not isinstance(dataset, ImageFolder):
-        return
-    for i in indices:
-        path = dataset.samples[int(i)][0]
-        try:
-            with Image.open(path) as im:
-                im.verify()
-        except Image.DecompressionBombError as e:
-            raise UserError(_too_large(path, e)) from None
-        except UNREADABLE as e:
-            raise UserError(f"cannot read image {path}: {e}") from None
+def dataset_images(data: str, n: int, data_root: str | None = None) -> Images:
+    """``n`` images of ``--data`` spread evenly over its classes, every file checked readable."""
+    source = dataset_source(data, data_root)
+    images = Images(source, even_subset(source.targets, n))
+    source.verify(images.indices)
+    return images
 
 
-class IndexedSubset(Dataset):
-    """Items ``(x, label, dataset index)`` of the chosen indices."""
+SAMPLES = {"astronaut": ("skimage", "astronaut.png"), "cat": ("skimage", "chelsea.png"),
+           "coffee": ("skimage", "coffee.png"), "rocket": ("skimage", "rocket.jpg"),
+           "china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg")}
+"""``--images samples``: name -> (package, file in its data folder); scikit-image's cat() is chelsea.png."""
 
+
+def photo_images(where: str) -> Images:
+    """``--images samples`` (``SAMPLES``) or every file of a folder (hidden files aside), each one
+    read once here so that a damaged file fails before any work."""
+    if where == "samples":
+        import skimage.data
+        import sklearn.datasets
+        roots = {"skimage": Path(skimage.data.__file__).parent,
+                 "sklearn": Path(sklearn.datasets.__file__).parent / "images"}
+        source = Photos([roots[pkg] / name for pkg, name in SAMPLES.values()], list(SAMPLES), "samples")
+    else:
+        folder = Path(where)
+        if not folder.is_dir():
+            raise UserError(f"--images {where}: not a number, 'samples', or a folder")
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise UserError(f"--images {where}: the folder holds no files")
+        source = Photos(files, [f.stem for f in files], str(folder.resolve()))
+    images = Images(source, np.arange(len(source)))
+    source.verify(images.indices)
+    return images
+
+
+BRODEN_ROOT = "data/broden1_224"
+
+
+def probe_images(d_probe: str, n: int | None, seed: int = 0, broden_root: str | None = None) -> Images:
+    """The probe set behind ``--d_probe``: ``concepts`` (``n`` images of the concept world rendered
+    with ``seed``, default 1200), ``broden``, ``imagenet_val``, or a folder (a folder holding
+    Broden's ``index.csv`` is read as Broden); ``n`` (default: all) of them."""
+    if n is not None and n < 1:
+        raise UserError(f"--probe_images must be at least 1, got {n}")
+    if d_probe == "concepts":
+        from .concepts import ConceptWorld
+        source: Source = ConceptWorld("val", n or 1200, seed)
+    elif d_probe == "broden" or (Path(d_probe) / "index.csv").is_file():
+        from .broden import Broden
+        source = Broden(broden_root or BRODEN_ROOT if d_probe == "broden" else d_probe, n)
+    elif d_probe == "imagenet_val":
+        source = FileProbe(IMAGENET_ROOT, "imagenet_val", n)
+    else:
+        source = FileProbe(d_probe, "folder", n)
+    return Images(source, np.arange(len(source)))
+
+
+# --- Transitional: the data-set helpers of the stages not yet reading ``Images`` (dissection,
+# explanations, linear explanations). Removed when the last of them is converted.
+def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None,
+                  transform: Callable | None = None) -> Dataset:
+    """The source behind ``--data`` as a data set of ``(transform(PIL image), label)`` items."""
+    source = dataset_source(data, data_root)
+    transform = transform or spec.transform(square=source.square)
+    if data == "concepts":
+        source.transform = transform
+        return source
+    return _Transformed(source, transform)
+
+
+class _Transformed(Dataset):
+    def __init__(self, source: Source, transform: Callable):
+        self.source, self.transform = source, transform
+        self.classes, self.targets = source.classes, source.targets
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        image, label = self.source[i]
+        return self.transform(image), label
+
+
+def describe(dataset) -> dict:
+    return dataset.source.describe() if isinstance(dataset, _Transformed) else dataset.describe()
+
+
+def targets_of(dataset) -> np.ndarray:
+    return np.asarray(dataset.targets)
+
+
+def check_images(dataset, indices: np.ndarray) -> None:
+    (dataset.source if isinstance(dataset, _Transformed) else dataset).verify(indices)
+
+
+def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int = 0,
+                device: torch.device | None = None) -> DataLoader:
+    """Batches ``(x (B, 3, S, S), labels (B,), indices (B,))`` of a data set of transformed items."""
+    if batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+    return DataLoader(_Indexed(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=device is not None and device.type == "cuda", persistent_workers=False)
+
+
+class _Indexed(Dataset):
     def __init__(self, dataset: Dataset, indices: Sequence[int]):
         self.dataset, self.indices = dataset, [int(i) for i in indices]
 
@@ -129,13 +439,3 @@ class IndexedSubset(Dataset):
     def __getitem__(self, i: int):
         x, y = self.dataset[self.indices[i]]
         return x, y, self.indices[i]
-
-
-def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int = 0,
-                device: torch.device | None = None) -> DataLoader:
-    """Batches ``(x (B, 3, S, S), labels (B,), indices (B,))`` in index order."""
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    return DataLoader(IndexedSubset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=device is not None and device.type == "cuda",
-                      persistent_workers=False)

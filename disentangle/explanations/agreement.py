@@ -24,19 +24,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from skimage.filters import threshold_otsu
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from skimage.filters import threshold_otsu  # noqa: E402
-
-from ..io import artifacts  # noqa: E402
-from ..pipeline import readers as pipeline
-from ..core.errors import UserError  # noqa: E402
-from ..viz.plots import save_png  # noqa: E402
+from ..io import artifacts
+from ..io import readers
+from ..core.errors import UserError
+from ..viz.plots import save_png
 
 BINARIZE = ("top", "otsu")
 STAGES = ("cam_explain", "lime_explain")
@@ -109,7 +105,7 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
     manifests: dict[str, dict] = {}
     names: dict[int, str] = {}
     for folder in map(Path, folders):
-        manifest = pipeline.finished(folder, "explanations")
+        manifest = readers.finished(folder, "explanations")
         if manifest.get("stage") not in STAGES:
             raise UserError(f"{folder} holds a {manifest.get('stage')} run, not one of {', '.join(STAGES)}")
         z = artifacts.read_npz(folder / HEATMAPS, ("ids", "targets", *manifest["config"]["methods"]), "heatmaps")
@@ -121,7 +117,7 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
             pixels, objects = z["pixels"], z.get("objects")
         else:
             f0, m0, ids0, targets0 = first
-            pipeline.same_model(m0, manifest, str(f0), str(folder))
+            readers.same_model(m0, manifest, str(f0), str(folder))
             if ids != ids0:
                 raise UserError(f"{f0} and {folder} explain different images; rerun one with the other's --images")
             if not np.array_equal(targets, targets0):

@@ -33,6 +33,7 @@ from ..core.errors import UserError
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+FILE_OUTPUTS = (".csv", ".json")       # the suffixes of stages that write one file, not a folder
 # Every stage that writes a manifest: a folder holding one of these was written by this project.
 STAGES = ("baseline_eval", "neuron_stats", "filtered_eval", "control_experiment", "class_analysis", "statistic",
           "accuracy", "dissect_neurons", "compare_dissections", "cam_explain", "lime_explain", "compare_explanations",
@@ -187,8 +188,22 @@ def make_manifest(stage: str, config: dict, runtime: dict, inputs: dict | None =
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False, **extra}
 
 
-def read_manifest(folder: str | os.PathLike) -> dict | None:
-    path = Path(folder) / MANIFEST
+def manifest_path(target: str | os.PathLike) -> Path:
+    """Where the manifest of an output lives: ``manifest.json`` in an output folder, and beside an
+    output file ``<name>.manifest.json`` (``x.csv`` -> ``x.manifest.json``): the one convention."""
+    target = Path(target)
+    if target.suffix.lower() in FILE_OUTPUTS and not target.is_dir():
+        return target.with_name(f"{target.stem}.manifest.json")
+    return target / MANIFEST
+
+
+def write_manifest(target: str | os.PathLike, manifest: dict) -> Path:
+    return write_json(manifest_path(target), manifest)
+
+
+def read_manifest(target: str | os.PathLike) -> dict | None:
+    """The manifest of an output folder or file (see ``manifest_path``), or None."""
+    path = manifest_path(target)
     if not path.exists():
         return None
     try:

@@ -36,7 +36,8 @@ from ..data.concepts import CATEGORIES, CLASSES, ConceptWorld, concept_names
 from ..core.errors import UserError
 from ..core.layers import layer_width
 from .linear import split_indices
-from ..core.models import MODELS, LoadedModel, load_model, resolve_block
+from ..core.layers import resolve_layer as resolve_block
+from ..core.models import MODELS, LoadedModel, load_model
 
 MODES = ("label", "clip")
 

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
-from ..io import artifacts
-from ..data.images import IndexedSubset
-from ..attribution.evaluation import EvalConfig, evaluate_batch, evaluate_masks, predictions
+from ..attribution.evaluation import EvalConfig, evaluate_masks, predictions
 from ..core.hooks import block_hook, hooks
-
-MEASURES = ("sparsity", "faithfulness")
+from ..io import artifacts
+from ..io.schema import MEASURES, class_column, measure_column
 
 
 def class_images(targets: np.ndarray, cls: int, per_class: int) -> np.ndarray:
@@ -31,41 +26,42 @@ def class_images(targets: np.ndarray, cls: int, per_class: int) -> np.ndarray:
     return members[np.linspace(0, len(members), q, endpoint=False).astype(int)]
 
 
-def analyse_class(model: nn.Module, dataset, indices: np.ndarray, cfg: EvalConfig, block: str,
-                  blocked: torch.Tensor, mode: str, batch_size: int, device: torch.device,
-                  ig_batch: int | None, stem: Sequence[str] = ()) -> dict[str, float]:
-    """Means over one class's images of accuracy and, per method, sparsity and faithfulness of the
-    baseline and of the run with the ``blocked (C,)`` channels of ``block`` blocked (``mode``).
-    ``stem``: the model's (``ModelSpec.stem``), for the shared pass of ``mode="detach"``."""
+def analyse_class(session, indices: np.ndarray, cfg: EvalConfig, block: str, blocked: torch.Tensor, mode: str,
+                  batch_size: int, ig_batch: int | None) -> dict[str, float]:
+    """Means over one class's images (``indices`` of the session's source) of accuracy and, per
+    method, sparsity and faithfulness of the baseline and of the run with the ``blocked (C,)``
+    channels of ``block`` blocked (``mode``), all from the engine: ``detach`` in one shared pass with
+    two masks, ``zero`` in a second pass with the channels ablated. ``session``: a
+    ``pipeline.session.Session``."""
+    model, device, runtime = session.model, session.device, session.runtime
+    open_mask = torch.zeros_like(blocked)
     sums: dict[str, torch.Tensor] = {}     # on the device: one copy to the host per class, not per batch
-    for x, labels, _ in DataLoader(IndexedSubset(dataset, indices), batch_size=batch_size):
+
+    def evaluate(x, labels, target, masks):
+        return evaluate_masks(model, x, labels, target, cfg, block, torch.stack(masks), ig_batch,
+                              stem=session.spec.stem, plain=runtime.plain)
+
+    for x, labels, _ in session.loader(batch_size, indices=indices):
         x, labels = x.to(device), labels.to(device)
         target = predictions(model(x), labels, cfg)["target"]
         if mode == "detach":
-            base, filt = evaluate_masks(model, x, labels, target, cfg, block,
-                                        torch.stack([torch.zeros_like(blocked), blocked]), ig_batch, stem=stem)
+            base, filt = evaluate(x, labels, target, [open_mask, blocked])
         else:
-            base = evaluate_batch(model, x, labels, cfg, ig_batch, target)
+            base, = evaluate(x, labels, target, [open_mask])
             with hooks(model, [(block, block_hook(blocked, mode))]):
-                filt = evaluate_batch(model, x, labels, cfg, ig_batch, target)
+                filt, = evaluate(x, labels, target, [open_mask])
         values = {"top1_baseline": base["top1"], "top1_filtered": filt["top1"]}
         for m in cfg.methods:
             for k in MEASURES:
-                values[f"baseline_{m}_{k}"] = base[f"{m}_{k}"]
-                values[f"filtered_{m}_{k}"] = filt[f"{m}_{k}"]
+                values[class_column("baseline", m, k)] = base[measure_column(m, k)]
+                values[class_column("filtered", m, k)] = filt[measure_column(m, k)]
         for key, v in values.items():
             sums[key] = sums.get(key, 0) + v.double().sum()
     row = {k: float(v) / len(indices) for k, v in sums.items()}
     for m in cfg.methods:
         for k in MEASURES:
-            row[f"delta_{m}_{k}"] = row[f"filtered_{m}_{k}"] - row[f"baseline_{m}_{k}"]
+            row[class_column("delta", m, k)] = row[class_column("filtered", m, k)] - row[class_column("baseline", m, k)]
     return row
-
-
-def columns(methods: Sequence[str]) -> tuple[str, ...]:
-    """The columns of a per-class table (one row per class) for these methods."""
-    per_method = [f"{kind}_{m}_{k}" for kind in ("baseline", "filtered", "delta") for m in methods for k in MEASURES]
-    return ("class", "class_name", "n_images", "top1_baseline", "top1_filtered", *per_method)
 
 
 def write_part(parts: Path, cls: int, row: dict) -> None:

@@ -32,7 +32,7 @@ def position(random: np.ndarray, effect: float) -> dict[str, float]:
 def repeat_dirs(folder: Path, filtered: dict, baseline) -> list[Path]:
     """The finished repeats of a control folder, each checked to control for the cluster of the
     ``filtered`` run's manifest (same block, clustering and mode) against the same ``baseline``
-    (a ``pipeline.Baseline``)."""
+    (a ``readers.Baseline``)."""
     c = filtered["config"]
     out = []
     for d in sorted(folder.glob("repeat_*")):

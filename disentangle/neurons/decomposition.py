@@ -15,21 +15,22 @@ from ..attribution.engine import masked_attributions, path_gradients
 
 
 def cluster_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block: str, labels: torch.Tensor,
-                 method: str, ig_steps: int = 50, chunk: int | None = None, stem: Sequence[str] = ()
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 method: str, ig_steps: int = 50, chunk: int | None = None, stem: Sequence[str] = (),
+                 plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``x (B, C, H, W)`` -> full signed map ``(B, C, H, W)`` and one map per cluster ``(k, B, C, H, W)``.
 
     ``labels (Cb,)``: each block channel's cluster. Saliency maps are the signed gradients here.
-    ``stem``: the model's (``ModelSpec.stem``), run once per image.
+    ``stem``: the model's (``ModelSpec.stem``), run once per image; ``plain``: the engine without
+    its speed tricks.
     """
     k = int(labels.max()) + 1
     only = torch.nn.functional.one_hot(labels.long(), k).T.float()                 # (k, Cb): one path open
     keep = torch.cat([torch.ones(1, len(labels)), only]).to(x.device)
     if method == "ig":
-        maps, _ = masked_attributions(model, x, target, ["ig"], block, keep, ig_steps, chunk, stem)["ig"]
+        maps, _ = masked_attributions(model, x, target, ["ig"], block, keep, ig_steps, chunk, stem, plain=plain)["ig"]
     elif method == "saliency":
         one = torch.ones(1, device=x.device)
-        maps = path_gradients(model, x, target, block, keep, one, one, chunk, stem)[0]
+        maps = path_gradients(model, x, target, block, keep, one, one, chunk, stem, plain=plain)[0]
     else:
         raise ValueError(f"unknown method {method!r}")
     return maps[0], maps[1:]

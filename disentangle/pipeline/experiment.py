@@ -1,11 +1,12 @@
-"""One blocked-gradient run (a filtered cluster or a random control) on exactly the baseline's images.
+"""Blocked-gradient runs (filtered clusters and random controls) on exactly the baseline's images.
 
-The run inherits everything that makes it comparable from the baseline's manifest (model, weights,
+A run inherits everything that makes it comparable from the baseline's manifest (model, weights,
 data, images, methods, metric, IG steps, targets) and refuses to start if any of it differs.
+``detach`` runs of one block share one pass of the engine; a ``zero`` run changes the forward pass,
+so each runs on its own, with its channels ablated by a forward hook.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,78 +14,53 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import artifacts
-from ..core import runtime
-from .. import cli
 from ..attribution import evaluation
-from . import readers as pipeline
 from ..core.errors import UserError
 from ..core.hooks import MODES, block_hook, channel_mask
-from ..core.models import resolve_block
+from ..core.layers import resolve_layer
+from ..core.runtime import AutoBatch, Runtime
+from ..io import artifacts, layout, readers
+from .session import Session, setup_like
 
 
-def add_filtered_args(p: argparse.ArgumentParser) -> None:
-    """Flags of stages that rerun the baseline's evaluation with neurons blocked."""
-    p.add_argument("--images", type=cli.positive, default=None,
-                   help="number of images; must equal the baseline's (the default), since deltas are per image")
-    p.add_argument("--metric", default=None, help="pixel or patch; must equal the baseline's (the default)")
-    cli.add_runtime_args(p, engine=True)
-    p.add_argument("--ig-batch", type=cli.positive, default=256, help="rows (image x step) per IG forward/backward")
-    p.add_argument("--save-attributions", action="store_true",
-                   help="also write the blocked attribution maps (large: images x 3 x H x W per method)")
-    p.add_argument("--overwrite", action="store_true", help="replace a folder holding a run with other settings")
-
-
-def setup_like(manifest: dict, args: argparse.Namespace) -> cli.Setup:
-    """Model and data of an earlier stage (from its manifest), with ``args.images`` images.
-    Refuses to go on if the weights file changed since."""
-    c = manifest["config"]
-    data = c["data"]
-    ns = argparse.Namespace(
-        model=c["model"], seed=c.get("seed", 0), device=args.device, workers=args.workers, images=args.images,
-        weights="random" if c["weights_source"] == "random init" else manifest.get("weights_path"),
-        data="concepts" if data["name"] == "concepts" else data["root"], data_root=None,
-        channels_last=getattr(args, "channels_last", False))   # only stages that run the engine have the flag
-    run = cli.setup(ns)
-    if run.loaded.weights["sha256"] != c["weights_sha256"]:
-        raise UserError(f"the weights of {c['model']} changed since {manifest['stage']} ran; rerun that stage")
-    return run
-
-
-def baseline_setup(baseline: pipeline.Baseline, args: argparse.Namespace) -> tuple[cli.Setup, evaluation.EvalConfig]:
-    """Rebuild the baseline's model, data and images; check that nothing drifted since."""
-    b = baseline.manifest["config"]
-    if args.images not in (None, b["images"]):
-        raise UserError(f"the baseline in {baseline.folder} has {b['images']} images; blocked runs use exactly "
-                        f"those (leave out --images or rerun the baseline with --images {args.images})")
-    if args.metric not in (None, b["metric"]):
-        raise UserError(f"the baseline in {baseline.folder} used --metric {b['metric']}; rerun it with "
-                        f"--metric {args.metric} into another folder and pass --baseline_dir")
-    if args.mode not in MODES:
-        raise UserError(f"unknown mode {args.mode!r}; choose from {', '.join(MODES)}")
-    run = setup_like(baseline.manifest, argparse.Namespace(device=args.device, workers=args.workers,
-                                                           images=b["images"],
-                                                           channels_last=getattr(args, "channels_last", False)))
-    if run.indices.tolist() != baseline.per_image["index"].tolist():
-        raise UserError(f"the images of the baseline in {baseline.folder} cannot be reproduced (data changed?)")
-    return run, evaluation.EvalConfig.from_recorded(b)
+@dataclass(frozen=True)
+class Settings:
+    """How blocked runs run: the runtime, whether their attribution maps are kept, and whether a
+    folder holding a run with other settings is replaced."""
+    runtime: Runtime = Runtime()
+    save_attributions: bool = False
+    overwrite: bool = False
 
 
 @dataclass
 class Context:
     """The baseline a blocked run compares with, and the model and images it was made on."""
-    baseline: pipeline.Baseline
-    run: cli.Setup
+    baseline: readers.Baseline
+    session: Session
     cfg: evaluation.EvalConfig
 
 
-def open_context(args: argparse.Namespace, clusters: pipeline.Clusters | None = None) -> Context:
-    baseline = pipeline.load_baseline(args.baseline_dir)
+def open_context(baseline_dir: str | Path, runtime: Runtime, clusters: readers.Clusters | None = None,
+                 images: int | None = None, metric: str | None = None, mode: str = "detach") -> Context:
+    """Rebuild the baseline's model, data and images; check that nothing drifted since. ``images``
+    and ``metric``, when given, must be the baseline's."""
+    baseline = readers.load_baseline(baseline_dir)
     if clusters is not None:
-        pipeline.same_model(baseline.manifest, clusters.manifest, f"the baseline ({baseline.folder})",
-                            f"the neuron statistics ({clusters.folder})")
-    run, cfg = baseline_setup(baseline, args)
-    return Context(baseline, run, cfg)
+        readers.same_model(baseline.manifest, clusters.manifest, f"the baseline ({baseline.folder})",
+                           f"the neuron statistics ({clusters.folder})")
+    b = baseline.manifest["config"]
+    if images not in (None, b["images"]):
+        raise UserError(f"the baseline in {baseline.folder} has {b['images']} images; blocked runs use exactly "
+                        f"those (leave out --images or rerun the baseline with --images {images})")
+    if metric not in (None, b["metric"]):
+        raise UserError(f"the baseline in {baseline.folder} used --metric {b['metric']}; rerun it with "
+                        f"--metric {metric} into another folder and pass --baseline_dir")
+    if mode not in MODES:
+        raise UserError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    session = setup_like(baseline.manifest, runtime)
+    if session.images.indices.tolist() != baseline.per_image["index"].tolist():
+        raise UserError(f"the images of the baseline in {baseline.folder} cannot be reproduced (data changed?)")
+    return Context(baseline, session, evaluation.EvalConfig.from_recorded(b))
 
 
 @dataclass
@@ -99,15 +75,16 @@ class Cell:
     manifest: dict = field(default_factory=dict)
 
 
-def open_cell(ctx: Context, cell: Cell, mode: str, runtime: dict, overwrite: bool) -> bool:
+def open_cell(ctx: Context, cell: Cell, mode: str, settings: Settings, engine: str) -> bool:
     """Write the cell's manifest (unless resuming); False when the cell is already complete."""
+    s = ctx.session
     cell.manifest = artifacts.make_manifest(
         cell.stage, {**ctx.baseline.manifest["config"], "block": cell.block, "mode": mode,
                      "channels": [int(c) for c in cell.channels], **cell.extra,
                      "baseline_sha256": ctx.baseline.sha256},
-        runtime, inputs={"baseline": str(ctx.baseline.folder), **cell.sources},
-        hook={"block": resolve_block(ctx.run.loaded.spec, cell.block), "mode": mode, "n_blocked": len(cell.channels)})
-    state = artifacts.open_output(cell.out, cell.manifest, overwrite)
+        s.runtime_record(engine=engine), inputs={"baseline": str(ctx.baseline.folder), **cell.sources},
+        hook={"block": resolve_layer(s.spec, cell.block), "mode": mode, "n_blocked": len(cell.channels)})
+    state = artifacts.open_output(cell.out, cell.manifest, settings.overwrite)
     if state == "fresh":
         artifacts.write_json(cell.out / artifacts.MANIFEST, cell.manifest)
     return state != "complete"
@@ -120,50 +97,46 @@ def close_cell(ctx: Context, cell: Cell, seconds: float) -> dict:
     return result
 
 
-def _runtime(ctx: Context, args: argparse.Namespace, engine: str) -> dict:
-    return {"device": str(ctx.run.device), "batch_size": args.batch_size, "ig_batch": args.ig_batch,
-            "channels_last": ctx.run.channels_last, "engine": engine}
+def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode: str,
+              settings: Settings) -> dict[Path, dict]:
+    """Every unfinished cell of one block, on the baseline's images and targets: ``detach`` cells in
+    one shared pass, each ``zero`` cell in a pass of its own with its channels ablated. Returns each
+    run cell's result (``finalize``'s), by folder; complete cells are left as they are."""
+    s = ctx.session
+    path = resolve_layer(s.spec, block)
+    engine = "shared-pass" if mode == "detach" else "zero-hook"
+    todo = [c for c in cells if open_cell(ctx, c, mode, settings, engine)]
+    groups = [todo] if mode == "detach" else [[c] for c in todo]
+    results = {}
+    for group in groups:
+        if not group:
+            continue
+        start = time.time()
+        auto = AutoBatch(s.runtime.batch_size, s.device)
+        masks = [channel_mask(c.channels, n_channels) for c in group]
+        if mode == "detach":
+            cells_masks, hooks = list(zip((c.out for c in group), masks)), []
+        else:
+            cells_masks = [(group[0].out, channel_mask([], n_channels))]
+            hooks = [(path, block_hook(masks[0], "zero"))]
+        label = f"{block}: {len(group)} masks, one pass" if mode == "detach" else f"{group[0].stage} {group[0].out.name}"
+        evaluation.run(s.model, s.loader(auto.start), ctx.cfg, path, cells_masks, s.device, ctx.baseline.targets,
+                       s.runtime.ig_batch, desc=label, save_attributions=settings.save_attributions, auto=auto,
+                       stem=s.spec.stem, plain=s.runtime.plain, fwd_hooks=hooks)
+        for c in group:
+            results[c.out] = close_cell(ctx, c, (time.time() - start) / len(group))
+    return results
 
 
-def run_hooked(ctx: Context, cell: Cell, n_channels: int, mode: str, args: argparse.Namespace) -> dict | None:
-    """The reference path: captum IG and Saliency with a forward hook blocking the cell's channels.
-    Returns ``finalize``'s result, or None when the cell was already complete."""
-    if not open_cell(ctx, cell, mode, _runtime(ctx, args, "hook"), args.overwrite):
-        print(f"{cell.out} is already complete for these settings; nothing to do")
-        return None
-    start = time.time()
-    path = resolve_block(ctx.run.loaded.spec, cell.block)
-    auto = runtime.AutoBatch(args.batch_size, ctx.run.device)
-    evaluation.run(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, cell.out, ctx.run.device,
-                   args.ig_batch, desc=f"{cell.stage} {cell.out.name}",
-                   fwd_hooks=[(path, block_hook(channel_mask(cell.channels, n_channels), mode))],
-                   targets=ctx.baseline.targets, save_attributions=args.save_attributions, auto=auto)
-    return close_cell(ctx, cell, time.time() - start)
-
-
-def run_shared(ctx: Context, block: str, cells: list[Cell], n_channels: int, args: argparse.Namespace) -> None:
-    """Every unfinished detach cell of one block in one shared pass over the baseline's images."""
-    todo = [c for c in cells if open_cell(ctx, c, "detach", _runtime(ctx, args, "shared-pass"), args.overwrite)]
-    if not todo:
-        return
-    start = time.time()
-    path = resolve_block(ctx.run.loaded.spec, block)
-    auto = runtime.AutoBatch(args.batch_size, ctx.run.device)
-    evaluation.run_shared(ctx.run.loaded.model, ctx.run.loader(auto.start), ctx.cfg, path,
-                          [(c.out, channel_mask(c.channels, n_channels)) for c in todo], ctx.run.device,
-                          ctx.baseline.targets, args.ig_batch, desc=f"{block}: {len(todo)} masks, one pass",
-                          save_attributions=args.save_attributions, auto=auto,
-                          stem=ctx.run.loaded.spec.stem)
-    for c in todo:
-        close_cell(ctx, c, (time.time() - start) / len(todo))
-
-
-def print_deltas(result: dict, title: str) -> None:
+def format_deltas(result: dict, title: str) -> str:
+    """A blocked run's accuracy and mean changes of sparsity and faithfulness, for the terminal."""
     acc, met = result["accuracy"], result["metrics"]
-    print(f"{title}: top-1 {acc['top1']:.1%} (baseline {acc['top1_baseline']:.1%})")
+    lines = [f"{title}: top-1 {acc['top1']:.1%} (baseline {acc['top1_baseline']:.1%})"]
     for m in met["settings"]["methods"]:
         s, f = met[m]["sparsity_delta"], met[m]["faithfulness_delta"]
-        print(f"  {m:9s} Δsparsity {s['mean']:+.4f} ± {s['std']:.4f}   Δfaithfulness {f['mean']:+.4f} ± {f['std']:.4f}")
+        lines.append(f"  {m:9s} Δsparsity {s['mean']:+.4f} ± {s['std']:.4f}   "
+                     f"Δfaithfulness {f['mean']:+.4f} ± {f['std']:.4f}")
+    return "\n".join(lines)
 
 
 def random_channels(n_channels: int, n: int, seed: int) -> np.ndarray:
@@ -174,22 +147,22 @@ def random_channels(n_channels: int, n: int, seed: int) -> np.ndarray:
     return np.sort(torch.randperm(n_channels, generator=gen)[:n].numpy())
 
 
-def control_cells(clusters: pipeline.Clusters, cluster: int, n_random: int | None, repeats: int, seed: int,
-                  mode: str, folder: str | Path | None = None) -> list[Cell]:
+def filtered_cell(clusters: readers.Clusters, cluster: int, out: str | Path | None = None,
+                  mode: str = "detach", root: Path = layout.OUTPUTS) -> Cell:
+    """The cell blocking ``cluster`` of ``clusters`` (default folder: the layout's)."""
+    folder = Path(out) if out else layout.filtered_dir(clusters.block, cluster, clusters.k, mode, root)
+    return Cell(folder, clusters.block, clusters.channels(cluster), "filtered_eval", {"cluster": cluster, "k": clusters.k},
+                {"neuron_stats": str(clusters.folder)})
+
+
+def control_cells(clusters: readers.Clusters, cluster: int, n_random: int | None, repeats: int, seed: int,
+                  mode: str, folder: str | Path | None = None, root: Path = layout.OUTPUTS) -> list[Cell]:
     """Random-set cells controlling for ``cluster`` (default size: the cluster's)."""
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {repeats}")
     size = len(clusters.channels(cluster)) if n_random is None else n_random
-    root = Path(folder) if folder else pipeline.control_dir(clusters.block, cluster, clusters.k, mode)
-    return [Cell(root / f"repeat_{r:02d}", clusters.block,
+    control = Path(folder) if folder else layout.control_dir(clusters.block, cluster, clusters.k, mode, root)
+    return [Cell(layout.repeat_dir(control, r), clusters.block,
                  random_channels(len(clusters.labels), size, 1000 * seed + r), "control_experiment",
                  {"control_for": {"k": clusters.k, "cluster": cluster}, "repeat": r, "control_seed": 1000 * seed + r},
                  {"neuron_stats": str(clusters.folder)}) for r in range(repeats)]
-
-
-def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode: str,
-              args: argparse.Namespace) -> None:
-    """Detach cells share one pass; ablation (zero) cells change the forward pass, so each runs hooked."""
-    if mode == "detach":
-        run_shared(ctx, block, cells, n_channels, args)
-    else:
-        for c in cells:
-            run_hooked(ctx, c, n_channels, mode, args)

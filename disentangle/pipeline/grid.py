@@ -1,25 +1,87 @@
-"""Plan and run the block x k grid by calling each stage's ``main`` in-process.
+"""The block x k grid as library calls: baseline, neuron statistics and clusters, their
+descriptions, every cluster blocked, random controls, accuracy, the control comparisons and the
+summary table.
 
 Every stage skips work whose artifacts are complete for the same settings, so running the plan
 again after an interruption resumes it.
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
-from .. import cli
-from ..core import runtime
-from . import experiment, readers as pipeline
+from ..attribution.evaluation import EvalConfig
 from ..core.errors import UserError
 from ..core.hooks import MODES
 from ..core.models import get_spec
+from ..core.runtime import Runtime
+from ..io import artifacts, layout, readers
+from . import experiment
+from .accuracy import blocked_accuracy
+from .baseline import run_baseline
+from .clusters import describe_clusters, run_neuron_stats
+from .session import setup
+from .summary import compare_to_controls, write_grid_summary
+
+AXES = ("mean", "std", "max")          # the statistics of the clusters' 3-D figures
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Everything the grid runs. ``blocks`` None: block_1..block_4 (all the model's blocks if it
+    has no block_1); ``control_ks`` None: 3 when it is among ``ks``, else the smallest of them."""
+    model: str = "tiny_densenet"
+    weights: str | None = None
+    data: str | None = None
+    data_root: str | None = None
+    images: int = 100
+    seed: int = 0
+    blocks: tuple[str, ...] | None = None
+    ks: tuple[int, ...] = (2, 3, 4, 5)
+    modes: tuple[str, ...] = ("detach",)
+    control_ks: tuple[int, ...] | None = None
+    repeats: int = 5
+    stats_images: int = 1000
+    n_init: int = 10
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    outputs: Path = layout.OUTPUTS
+    overwrite: bool = False
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self):
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise UserError(f"unknown mode {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
+        if not self.ks or min(self.ks) < 2:
+            raise UserError(f"--ks must list numbers of clusters of at least 2, got {','.join(map(str, self.ks))!r}")
+        if any(k not in self.ks for k in self.controlled_ks):
+            raise UserError(f"--control_ks {','.join(map(str, self.control_ks))} must be among "
+                            f"--ks {','.join(map(str, self.ks))}")
+        if self.repeats < 1:
+            raise UserError(f"--repeats must be at least 1, got {self.repeats}")
+        spec = get_spec(self.model)
+        for b in self.blocks or ():
+            if b not in spec.blocks:
+                raise UserError(f"unknown block {b!r} for {spec.name}; choose from {', '.join(spec.blocks)}")
+
+    @property
+    def grid_blocks(self) -> list[str]:
+        spec = get_spec(self.model)
+        if self.blocks:
+            return list(self.blocks)
+        return [b for b in ("block_1", "block_2", "block_3", "block_4") if b in spec.blocks] or list(spec.blocks)
+
+    @property
+    def controlled_ks(self) -> tuple[int, ...]:
+        if self.control_ks is not None:
+            return self.control_ks
+        return (3 if 3 in self.ks else min(self.ks),) if self.ks else ()
 
 
 @dataclass(frozen=True)
 class Step:
-    kind: str               # baseline, stats, centroids, blocked, accuracy, controlviz, summary
+    kind: str               # baseline, stats, centroids, blocked:<mode>, accuracy, controlviz, summary
     block: str | None = None
     k: int | None = None
     cluster: int | None = None
@@ -30,149 +92,81 @@ class Step:
         return f"{self.kind} {where}".strip()
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
-
-
-def blocks_of(args: argparse.Namespace) -> list[str]:
-    spec = get_spec(args.model)
-    if args.blocks:
-        blocks = [b.strip() for b in args.blocks.split(",") if b.strip()]
-    else:
-        blocks = [b for b in ("block_1", "block_2", "block_3", "block_4") if b in spec.blocks] or list(spec.blocks)
-    for b in blocks:
-        if b not in spec.blocks:
-            raise UserError(f"unknown block {b!r} for {spec.name}; choose from {', '.join(spec.blocks)}")
-    return blocks
-
-
-def control_ks_of(args: argparse.Namespace) -> list[int]:
-    """``--control_ks``, by default 3 when it is among ``--ks``, else the smallest of them."""
-    if args.control_ks is not None:
-        return _ints(args.control_ks, "--control_ks")
-    ks = _ints(args.ks, "--ks")
-    return [3 if 3 in ks else min(ks)] if ks else []
-
-
-def plan(args: argparse.Namespace) -> list[Step]:
-    ks, control_ks = _ints(args.ks, "--ks"), control_ks_of(args)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise UserError(f"unknown mode {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
-    if not ks or min(ks) < 2:
-        raise UserError(f"--ks must list numbers of clusters of at least 2, got {args.ks!r}")
-    if any(k not in ks for k in control_ks):
-        raise UserError(f"--control_ks {args.control_ks} must be among --ks {args.ks}")
-    if args.repeats < 1:
-        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
+def plan(cfg: GridConfig) -> list[Step]:
     steps = [Step("baseline")]
-    for b in blocks_of(args):
-        steps += [Step("stats", b, k) for k in ks] + [Step("centroids", b, k) for k in ks]
-        steps += [Step(f"blocked:{m}", b) for m in modes]
-        steps += [Step("accuracy", b, k, c) for k in ks for c in range(k)]
-        steps += [Step("controlviz", b, k, c) for k in control_ks for c in range(k)]
+    for b in cfg.grid_blocks:
+        steps += [Step("stats", b, k) for k in cfg.ks] + [Step("centroids", b, k) for k in cfg.ks]
+        steps += [Step(f"blocked:{m}", b) for m in cfg.modes]
+        steps += [Step("accuracy", b, k, c) for k in cfg.ks for c in range(k)]
+        steps += [Step("controlviz", b, k, c) for k in cfg.controlled_ks for c in range(k)]
     return steps + [Step("summary")]
 
 
-def describe(steps: list[Step], args: argparse.Namespace) -> str:
-    ks, blocks = _ints(args.ks, "--ks"), blocks_of(args)
-    clusters = sum(ks) * len(blocks)
-    controls = sum(control_ks_of(args)) * len(blocks) * args.repeats
-    return (f"plan: {args.model} on {args.data or get_spec(args.model).default_data}, {args.images} images, "
-            f"blocks {', '.join(blocks)} x k in {args.ks}: {clusters} clusters x modes {args.modes}, "
-            f"{controls} random-control runs, {len(steps)} steps; finished steps are skipped")
+def describe(steps: list[Step], cfg: GridConfig) -> str:
+    blocks = cfg.grid_blocks
+    clusters = sum(cfg.ks) * len(blocks)
+    controls = sum(cfg.controlled_ks) * len(blocks) * cfg.repeats
+    return (f"plan: {cfg.model} on {cfg.data or get_spec(cfg.model).default_data}, {cfg.images} images, "
+            f"blocks {', '.join(blocks)} x k in {','.join(map(str, cfg.ks))}: {clusters} clusters x modes "
+            f"{','.join(cfg.modes)}, {controls} random-control runs, {len(steps)} steps; finished steps are skipped")
 
 
-def _images_per_batch(args: argparse.Namespace) -> int:
-    """``--batch-size``, or for 'auto' (which only the attribution stages take) the size it starts at."""
-    if args.batch_size != "auto":
-        return args.batch_size
-    return runtime.AUTO_START["cuda" if runtime.resolve_device(args.device).type == "cuda" else "cpu"]
+def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = print) -> Path:
+    """Run the plan, one stage call per step; returns the summary table's path. The grid holds the
+    lock of its outputs folder, so a second grid into it stops at once."""
+    root = Path(cfg.outputs)
+    artifacts.hold(root)
+    per_batch = cfg.runtime.images_per_batch()
+    fixed = replace(cfg.runtime, batch_size=per_batch)      # stages outside the engine take no 'auto'
+    sessions: dict[int, object] = {}
 
+    def session(images: int, runtime: Runtime):
+        if images not in sessions:
+            sessions[images] = setup(cfg.model, cfg.weights, cfg.data, images, cfg.data_root, runtime, cfg.seed)
+        return sessions[images]
 
-def _model_data(args: argparse.Namespace, engine: bool = False) -> list[str]:
-    """Flags of the stages that choose model, data and runtime themselves (``engine``: an attribution stage)."""
-    out = ["--model", args.model, "--seed", str(args.seed), "--workers", str(args.workers),
-           "--device", args.device, "--batch-size", str(args.batch_size if engine else _images_per_batch(args))]
-    for flag, value in (("--weights", args.weights), ("--data", args.data), ("--data-root", args.data_root)):
-        if value is not None:
-            out += [flag, value]
-    return out
-
-
-def _check(code: int, what: str) -> None:
-    if code:
-        raise UserError(f"the grid stopped at {what} (see the error above); fix it and rerun to resume")
-
-
-def execute(steps: list[Step], args: argparse.Namespace) -> None:
-    import accuracy
-    import baseline_eval
-    import centroid_analysis
-    import collect_metrics
-    import control_visualization
-    import neuron_stats
-
-    root = Path(args.outputs)
-    base_dir = root / "baseline"
-    control_ks = control_ks_of(args)
-    overwrite = ["--overwrite"] if args.overwrite else []
+    summary = layout.grid_summary_file(root)
     for i, step in enumerate(steps, 1):
-        print(f"[{i}/{len(steps)}] {step.label()}", flush=True)
         b, k, c = step.block, step.k, step.cluster
+        done = ""
         if step.kind == "baseline":
-            code = baseline_eval.main([*_model_data(args, engine=True), "--images", str(args.images),
-                                       "--metric", args.metric, "--methods", args.methods,
-                                       "--ig-steps", str(args.ig_steps), "--ig-batch", str(args.ig_batch),
-                                       "--precision", args.precision, "--output_dir", str(base_dir), *overwrite]
-                                      + (["--channels-last"] if args.channels_last else []))
+            done = _skipped(run_baseline(session(cfg.images, cfg.runtime), cfg.eval, layout.baseline_dir(root),
+                                         cfg.overwrite).skipped)
         elif step.kind == "stats":
-            code = neuron_stats.main([*_model_data(args), "--block", b, "--n_clusters", str(k),
-                                      "--images", str(args.stats_images), "--n_init", str(args.n_init),
-                                      "--output_dir", str(pipeline.stats_dir(b, k, root)), *overwrite])
+            done = _skipped(run_neuron_stats(session(cfg.stats_images, fixed), b, k, cfg.n_init,
+                                             layout.stats_dir(b, k, root), cfg.overwrite).skipped)
         elif step.kind == "centroids":
-            code = centroid_analysis.main(["--block", b, "--k", str(k), "--seed", str(args.seed),
-                                           "--stats_dir", str(pipeline.stats_dir(b, k, root))])
+            describe_clusters(readers.load_clusters(layout.stats_dir(b, k, root)), AXES, cfg.seed)
         elif step.kind.startswith("blocked:"):
-            code = 0
-            _blocked(args, root, b, step.kind.split(":")[1], _ints(args.ks, "--ks"),
-                     control_ks if step.kind == "blocked:detach" else [])
+            ran = _blocked(cfg, root, b, step.kind.split(":")[1])
+            done = f": {ran} runs" if ran else ": already complete"
         elif step.kind == "accuracy":
-            code = accuracy.main(["--block", b, "--k", str(k), "--cluster", str(c), "--device", args.device,
-                                  "--batches", str(max(1, args.images // _images_per_batch(args))),
-                                  "--batch-size", str(_images_per_batch(args)),
-                                  "--stats_dir", str(pipeline.stats_dir(b, k, root)),
-                                  "--output", str(root / "accuracy" / f"acc_{b}_c{c}_k{k}.json")])
+            blocked_accuracy(readers.load_clusters(layout.stats_dir(b, k, root)), c, max(1, cfg.images // per_batch),
+                             fixed, layout.accuracy_file(b, c, k, root))
         elif step.kind == "controlviz":
-            code = control_visualization.main([
-                "--block", b, "--k", str(k), "--cluster_idx", str(c),
-                "--filtered_dir", str(pipeline.filtered_dir(b, c, k, "detach", root)),
-                "--control_dir", str(pipeline.control_dir(b, c, k, "detach", root))])
+            compare_to_controls(layout.filtered_dir(b, c, k, "detach", root), layout.control_dir(b, c, k, "detach", root))
         else:
-            code = collect_metrics.main(["--outputs", str(root)])
-        _check(code, step.label())
+            summary, _ = write_grid_summary(root)
+        log(f"[{i}/{len(steps)}] {step.label()}{done}")
+    return summary
 
 
-def _blocked(args: argparse.Namespace, root: Path, block: str, mode: str, ks: list[int], control_ks: list[int]) -> None:
-    """Every filtered cluster of ``block`` (all k) and its controls, in ``mode``."""
-    ns = argparse.Namespace(baseline_dir=str(root / "baseline"), images=None, metric=None, mode=mode,
-                            device=args.device, workers=args.workers, batch_size=args.batch_size,
-                            ig_batch=args.ig_batch, overwrite=args.overwrite, save_attributions=False,
-                            channels_last=args.channels_last)
-    clusterings = {k: pipeline.load_clusters(pipeline.stats_dir(block, k, root)) for k in ks}
-    ctx = experiment.open_context(ns, clusterings[ks[0]])
+def _skipped(skipped: bool) -> str:
+    return ": already complete" if skipped else ""
+
+
+def _blocked(cfg: GridConfig, root: Path, block: str, mode: str) -> int:
+    """Every cluster of ``block`` (all k) and the controls of the controlled ks, in ``mode``;
+    returns how many runs were computed."""
+    settings = experiment.Settings(cfg.runtime, overwrite=cfg.overwrite)
+    clusterings = {k: readers.load_clusters(layout.stats_dir(block, k, root)) for k in cfg.ks}
+    ctx = experiment.open_context(layout.baseline_dir(root), cfg.runtime, clusterings[cfg.ks[0]], mode=mode)
+    controlled = cfg.controlled_ks if mode == "detach" else ()
     cells = []
     for k, cl in clusterings.items():
-        pipeline.same_model(ctx.baseline.manifest, cl.manifest, "the baseline", str(cl.folder))
-        cells += [experiment.Cell(pipeline.filtered_dir(block, c, k, mode, root), block, cl.channels(c),
-                                  "filtered_eval", {"cluster": c, "k": k}, {"neuron_stats": str(cl.folder)})
-                  for c in range(k)]
-        if k in control_ks:
+        readers.same_model(ctx.baseline.manifest, cl.manifest, "the baseline", str(cl.folder))
+        cells += [experiment.filtered_cell(cl, c, mode=mode, root=root) for c in range(k)]
+        if k in controlled:
             for c in range(k):
-                cells += experiment.control_cells(cl, c, None, args.repeats, args.seed, mode,
-                                                  pipeline.control_dir(block, c, k, mode, root))
-    experiment.run_cells(ctx, block, cells, len(clusterings[ks[0]].labels), mode, ns)
+                cells += experiment.control_cells(cl, c, None, cfg.repeats, cfg.seed, mode, root=root)
+    return len(experiment.run_cells(ctx, block, cells, len(clusterings[cfg.ks[0]].labels), mode, settings))

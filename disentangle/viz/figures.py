@@ -1,9 +1,9 @@
 """Attribution figures: one image's IG and Saliency maps with and without a cluster's gradient path.
 
-``attribution_panels`` computes, for a batch and both methods in one shared pass each
-(``masked_attributions`` with two masks: all channels open, the cluster's channels blocked), the
-maps Σ_c|a_c|, their difference, the masked input that faithfulness measures, and every number the
-titles show. ``draw_attribution_figure`` draws one image of it; ``draw_grid`` a contact sheet of
+``attribution_panels`` computes, for a batch and both methods, with the stages' own evaluation
+(``evaluation.evaluate_masks`` with two masks: all channels open, the cluster's channels blocked),
+the maps Σ_c|a_c|, their difference, the masked input that faithfulness measures, and every number
+the titles show. ``draw_attribution_figure`` draws one image of it; ``draw_grid`` a contact sheet of
 many; ``render`` runs both over a list of images. Figures are rendered in memory and written
 atomically, so a crash never leaves half a PNG.
 """
@@ -14,51 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
 import matplotlib.gridspec
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from .. import cli  # noqa: E402
-from ..pipeline import readers as pipeline
-from ..attribution.engine import METHODS, masked_attributions  # noqa: E402
-from ..data.images import make_loader  # noqa: E402
-from ..core.errors import UserError  # noqa: E402
-from ..core.hooks import channel_mask  # noqa: E402
-from ..attribution.metrics import METRICS, faithfulness, masked_input, sparsity  # noqa: E402
-from ..core.models import resolve_block  # noqa: E402
-from .plots import save_png  # noqa: E402
+from ..attribution.evaluation import EvalConfig, evaluate_masks
+from ..attribution.metrics import masked_input
+from ..core.errors import UserError
+from ..core.hooks import channel_mask
+from ..core.layers import resolve_layer
+from ..io.readers import Clusters
+from .plots import save_png
 
 METHOD_NAMES = {"ig": "Integrated Gradients", "saliency": "Saliency"}
 SHORT_NAMES = {"ig": "IG", "saliency": "Saliency"}
 MAP_CMAP, DIFF_CMAP = "inferno", "RdBu_r"
-
-
-@dataclass(frozen=True)
-class FigureConfig:
-    """What a figure shows: which cluster is blocked and how the metrics are computed."""
-    cluster: int
-    metric: str = "patch"
-    drop_fraction: float = 0.1
-    mask_value: float = 0.0
-    ig_steps: int = 50
-    ig_batch: int | None = 256      # rows (image x step) per IG forward/backward; None: all at once
-
-    def __post_init__(self):
-        if self.metric not in METRICS:
-            raise UserError(f"unknown metric {self.metric!r}; choose from {', '.join(METRICS)}")
-        if not 0 < self.drop_fraction <= 1:
-            raise UserError(f"--drop_fraction must be in (0, 1], got {self.drop_fraction}")
-        if self.ig_steps < 1:
-            raise UserError(f"--ig-steps must be at least 1, got {self.ig_steps}")
-        if self.ig_batch is not None and self.ig_batch < 1:
-            raise UserError(f"--ig-batch must be at least 1, got {self.ig_batch}")
 
 
 @dataclass
@@ -77,32 +50,27 @@ class Panels:
     methods: dict[str, dict[str, np.ndarray]]
 
 
-def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: torch.Tensor, cfg: FigureConfig,
-                       target: torch.Tensor | None = None, stem: Sequence[str] = ()) -> Panels:
-    """Maps and metrics of ``x (B, C, H, W)`` for ``target (B,)`` (default: the prediction), with
-    the block channels where ``blocked (Cb,)`` is True open and then detached at ``block`` (a
-    submodule path). One ``masked_attributions`` call serves every method and both maps; ``stem``: the
-    model's (``ModelSpec.stem``)."""
-    with torch.no_grad():
-        logits = model(x)
-    probs = logits.float().softmax(1)                                          # (B, classes)
-    if target is None:
-        target = probs.argmax(1)
-    probability = probs.gather(1, target[:, None]).squeeze(1)                  # (B,)
-    keep = torch.stack([torch.ones(len(blocked)), (~blocked.cpu()).float()]).to(x.device)   # (2, Cb)
+def attribution_panels(model: nn.Module, x: torch.Tensor, block: str, blocked: torch.Tensor, cfg: EvalConfig,
+                       target: torch.Tensor | None = None, stem: Sequence[str] = (), labels: torch.Tensor | None = None,
+                       ig_batch: int | None = 256, plain: bool = False) -> Panels:
+    """Maps and metrics of ``x (B, C, H, W)`` for ``target (B,)`` (default: ``cfg.target``, the
+    prediction), with the block channels where ``blocked (Cb,)`` is True open and then detached at
+    ``block`` (a submodule path): one ``evaluation.evaluate_masks`` call with both masks, as the
+    stages compute them. ``labels (B,)`` only feed the top-1 counts, which the figures do not show."""
+    labels = torch.zeros(len(x), dtype=torch.long, device=x.device) if labels is None else labels
+    masks = torch.stack([torch.zeros_like(blocked), blocked]).to(x.device)
+    base, filt = evaluate_masks(model, x, labels, target, cfg, block, masks, ig_batch, keep_maps=True, stem=stem,
+                                plain=plain)
     methods = {}
-    maps = masked_attributions(model, x, target, METHODS, block, keep, cfg.ig_steps, cfg.ig_batch, stem, logits)
-    for m, (attr, _) in maps.items():                                                   # (2, B, C, H, W)
-        base, filt = attr[0].abs().sum(1), attr[1].abs().sum(1)                                      # (B, H, W)
-        entry = {"baseline": base, "filtered": filt, "difference": filt - base,
-                 "masked": masked_input(x, attr[0], cfg.metric, cfg.drop_fraction, cfg.mask_value),
-                 "total_baseline": attr[0].flatten(1).sum(1), "total_filtered": attr[1].flatten(1).sum(1)}
-        for name, a in (("baseline", attr[0]), ("filtered", attr[1])):
-            entry[f"sparsity_{name}"] = sparsity(a, cfg.metric)
-            entry[f"faithfulness_{name}"] = faithfulness(model, x, a, target, cfg.metric, cfg.drop_fraction,
-                                                         cfg.mask_value, probability)
+    for m in cfg.methods:
+        a0, a1 = base[f"{m}_attr"], filt[f"{m}_attr"]                                   # (B, C, H, W)
+        entry = {"baseline": a0.abs().sum(1), "filtered": a1.abs().sum(1), "difference": a1.abs().sum(1) - a0.abs().sum(1),
+                 "masked": masked_input(x, a0, cfg.metric, cfg.drop_fraction, cfg.mask_value),
+                 "total_baseline": a0.flatten(1).sum(1), "total_filtered": a1.flatten(1).sum(1),
+                 "sparsity_baseline": base[f"{m}_sparsity"], "sparsity_filtered": filt[f"{m}_sparsity"],
+                 "faithfulness_baseline": base[f"{m}_faithfulness"], "faithfulness_filtered": filt[f"{m}_faithfulness"]}
         methods[m] = {k: v.detach().cpu().numpy() for k, v in entry.items()}   # one copy per batch
-    return Panels(target.cpu().numpy(), probability.cpu().numpy(), methods)
+    return Panels(base["target"].cpu().numpy(), base["confidence"].cpu().numpy(), methods)
 
 
 def denormalise(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -167,7 +135,7 @@ def _maps(fig: plt.Figure, axes: Sequence[plt.Axes], base: np.ndarray, filt: np.
 
 
 def draw_attribution_figure(image: np.ndarray, masked: dict[str, np.ndarray], panels: Panels, i: int,
-                            class_name: str, path: str | os.PathLike, title: str, cfg: FigureConfig) -> Path:
+                            class_name: str, path: str | os.PathLike, title: str, cfg: EvalConfig, cluster: int) -> Path:
     """One figure: a row per method; columns input, baseline map, filtered map (same scale, colour
     bar), filtered − baseline (diverging, centred at 0, colour bar), the masked input.
 
@@ -188,7 +156,7 @@ def draw_attribution_figure(image: np.ndarray, masked: dict[str, np.ndarray], pa
         sb, sf = d["sparsity_baseline"][i], d["sparsity_filtered"][i]
         fb, ff = d["faithfulness_baseline"][i], d["faithfulness_filtered"][i]
         base_ax.set_title(f"{short} baseline\nsparsity {sb:.3f}\nfaithfulness {fb:.3f}", fontsize=9)
-        filt_ax.set_title(f"{short}, cluster {cfg.cluster} blocked\nsparsity {sf:.3f}\nfaithfulness {ff:.3f}",
+        filt_ax.set_title(f"{short}, cluster {cluster} blocked\nsparsity {sf:.3f}\nfaithfulness {ff:.3f}",
                           fontsize=9)
         diff_ax.set_title(f"blocked − baseline\nΔ sparsity {_signed(sf - sb)}\nΔ faithfulness {_signed(ff - fb)}",
                           fontsize=9)
@@ -248,42 +216,46 @@ def draw_grid(rows: Sequence[GridRow], path: str | os.PathLike, title: str, clus
 # --- Running over images ----------------------------------------------------------------------
 
 
-def figure_name(clusters: pipeline.Clusters, cfg: FigureConfig, what: str) -> str:
+def figure_name(clusters: Clusters, cluster: int, cfg: EvalConfig, what: str) -> str:
     """``attr_<block>_c<c>_k<k>_<what>_<metric>.png``, ``what`` being ``img<index>`` or ``grid``."""
-    return f"attr_{clusters.block}_c{cfg.cluster}_k{clusters.k}_{what}_{cfg.metric}.png"
+    return f"attr_{clusters.block}_c{cluster}_k{clusters.k}_{what}_{cfg.metric}.png"
 
 
-def render(run: cli.Setup, clusters: pipeline.Clusters, indices: Sequence[int], cfg: FigureConfig,
+def render(session, clusters: Clusters, cluster: int, indices: Sequence[int], cfg: EvalConfig,
            output_dir: str | os.PathLike, batch_size: int, grid: bool = False) -> list[Path]:
-    """One figure per data-set index in ``indices`` (computed ``batch_size`` images at a time), and
-    with ``grid`` a contact sheet of all of them. Returns the paths written."""
-    n = len(run.dataset)
+    """One figure per data-set index in ``indices`` (computed ``batch_size`` images at a time) with
+    ``cluster`` blocked, and with ``grid`` a contact sheet of all of them. ``session``: a
+    ``pipeline.session.Session`` on the clusters' model and data. Returns the paths written."""
+    source = session.images.source
+    n = len(source)
     for i in indices:
         if not 0 <= i < n:
             raise UserError(f"image index {i} is out of range: the data has {n} images (0..{n - 1})")
-    channels = clusters.channels(cfg.cluster)
-    spec, model, classes = run.loaded.spec, run.loaded.model, run.dataset.classes
-    block = resolve_block(spec, clusters.block)
+    channels = clusters.channels(cluster)
+    spec, model, classes = session.spec, session.model, source.classes
+    block = resolve_layer(spec, clusters.block)
     blocked = channel_mask(channels, len(clusters.labels))
     out = Path(output_dir)
-    what = (f"{clusters.block} cluster {cfg.cluster} of k={clusters.k} ({len(channels)} of {len(clusters.labels)} "
+    what = (f"{clusters.block} cluster {cluster} of k={clusters.k} ({len(channels)} of {len(clusters.labels)} "
             f"neurons) blocked · {cfg.metric} metric, top {cfg.drop_fraction:.0%} masked to "
             f"{cfg.mask_value:g} (normalised)")
     paths, rows = [], []
-    loader = make_loader(run.dataset, indices, batch_size, run.workers, run.device)
-    for x, labels, idx in tqdm(loader, desc="attribution figures", unit="batch"):
-        x = x.to(run.device)
-        panels = attribution_panels(model, x, block, blocked, cfg, stem=spec.stem)
+    for x, labels, idx in tqdm(session.loader(batch_size, indices=indices), desc="attribution figures", unit="batch"):
+        x, labels = x.to(session.device), labels.to(session.device)
+        panels = attribution_panels(model, x, block, blocked, cfg, stem=spec.stem, labels=labels,
+                                    ig_batch=session.runtime.ig_batch, plain=session.runtime.plain)
         images = denormalise(x.cpu().numpy(), spec.mean, spec.std)                     # (B, H, W, 3)
         masked = {m: denormalise(d["masked"], spec.mean, spec.std) for m, d in panels.methods.items()}
         for j, (i, label) in enumerate(zip(idx.tolist(), labels.tolist())):
             name = classes[int(panels.target[j])]
             title = f"image {i} (true class {classes[label]}) · {what}"
-            paths.append(draw_attribution_figure(images[j], {m: v[j] for m, v in masked.items()}, panels, j,
-                                                 name, out / figure_name(clusters, cfg, f"img{i}"), title, cfg))
+            paths.append(draw_attribution_figure(images[j], {m: v[j] for m, v in masked.items()}, panels, j, name,
+                                                 out / figure_name(clusters, cluster, cfg, f"img{i}"), title, cfg,
+                                                 cluster))
             if grid:
                 caption = f"image {i}\ntrue {classes[label]}\npred. {name}\np = {panels.probability[j]:.2f}"
                 rows.append(grid_row(images[j], panels, j, caption))
     if grid:
-        paths.append(draw_grid(rows, out / figure_name(clusters, cfg, "grid"), what.replace(" · ", "\n"), cfg.cluster))
+        paths.append(draw_grid(rows, out / figure_name(clusters, cluster, cfg, "grid"), what.replace(" · ", "\n"),
+                               cluster))
     return paths

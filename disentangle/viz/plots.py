@@ -9,18 +9,14 @@ import io
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib.colors import to_hex
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-from matplotlib.colors import to_hex  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from ..io import artifacts  # noqa: E402
+from ..io import artifacts
 
 DPI = 150
 

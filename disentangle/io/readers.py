@@ -1,4 +1,4 @@
-"""Where each stage's artifacts live, and reading them back with the checks that keep runs apart.
+"""Readers of the stages' artifacts, with the checks that keep runs apart.
 
 A stage that builds on another reads its ``manifest.json`` and refuses it when it is unfinished or
 was made for another model, weights or data than the one it is asked to use.
@@ -11,25 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import artifacts
+from . import artifacts
 from ..core.errors import UserError
-
-OUTPUTS = Path("outputs")
-
-
-def stats_dir(block: str, k: int, root: Path = OUTPUTS) -> Path:
-    return root / "neuron_stats" / f"{block}_k{k}"
-
-
-def filtered_dir(block: str, cluster: int, k: int, mode: str = "detach", root: Path = OUTPUTS) -> Path:
-    suffix = "" if mode == "detach" else f"_{mode}"
-    return root / f"filtered_{block}_cluster_{cluster}_k{k}{suffix}"
-
-
-def control_dir(block: str, cluster: int, k: int, mode: str = "detach", root: Path = OUTPUTS) -> Path:
-    suffix = "" if mode == "detach" else f"_{mode}"
-    return root / "control" / f"{block}_cluster_{cluster}_k{k}{suffix}"
-
 
 def finished(folder: Path, what: str) -> dict:
     """The manifest of a finished stage folder, or a clear error."""

@@ -1,0 +1,169 @@
+"""The flag groups the scripts share, and the library configs they build: one declaration per flag."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..attribution.evaluation import PRECISIONS, EvalConfig
+from ..attribution.engine import METHODS
+from ..attribution.metrics import METRICS
+from ..core.models import MODELS
+from ..core.runtime import AUTO_START, Runtime
+from ..data.images import IMAGENET_ROOT
+from .flags import add
+from .parser import batch_size, count, finite, images as images_type, positive, target
+
+WORKERS = min(4, os.cpu_count() or 1)
+
+
+def model_args(p: argparse.ArgumentParser, images: int | None = 100, photos: bool = False) -> None:
+    """``--model``, ``--weights``, ``--data``, ``--data_root``, ``--images`` (``images`` None: no
+    data flags; ``photos``: ``--images`` also takes ``samples`` or a folder) and ``--seed``."""
+    g = p.add_argument_group("model and data")
+    add(g, "model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
+    add(g, "weights", default=None,
+        help="weights file; default: the model's own source (torch hub cache, a package, or for tiny_densenet "
+             "the weights shipped with the code); 'random' for untrained weights")
+    if images is not None:
+        add(g, "data", default=None,
+            help="'concepts' (built-in concept world), 'imagenet' (class folders under --data_root) or any "
+                 "ImageFolder path; default: concepts for tiny_densenet, imagenet otherwise")
+        add(g, "data_root", default=None, help=f"ImageNet validation folder (default {IMAGENET_ROOT})")
+        if photos:
+            add(g, "images", type=images_type, default=images,
+                help="N: that many images of --data, spread evenly over its classes; 'samples': the photos shipped "
+                     "with scikit-image and scikit-learn; or a folder whose files are all images")
+        else:
+            add(g, "images", type=positive, default=images,
+                help="number of images, chosen deterministically and spread evenly over classes")
+    add(p, "seed", type=int, default=0, help="seed for every random number generator")
+
+
+def runtime_args(p: argparse.ArgumentParser, engine: bool = False, batch: int = 32, workers: int = WORKERS) -> None:
+    """Flags that change how fast a stage runs, never its results (beyond float rounding).
+
+    ``engine``: the stage runs the attribution engine, which also takes ``--batch_size auto``,
+    ``--ig_batch``, ``--channels_last`` and ``--plain``.
+    """
+    r = p.add_argument_group("runtime")
+    if engine:
+        add(r, "batch_size", type=batch_size, default=batch,
+            help=f"images per batch, or 'auto': start at {AUTO_START['cuda']} images on CUDA ({AUTO_START['cpu']} "
+                 f"on the CPU) and, on out-of-memory, compute each batch in halves (and IG in half as many rows) "
+                 f"and retry, as often as needed")
+        add(r, "ig_batch", type=positive, default=256,
+            help="rows (image x step) per IG forward/backward: the images x steps of a batch are chunked to this")
+    else:
+        add(r, "batch_size", type=positive, default=batch, help="images per batch")
+    add(r, "device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1' ...")
+    add(r, "workers", type=count, default=workers,
+        help="data-loading processes for image folders (the concept world renders in-process)")
+    if engine:
+        add(r, "channels_last", action="store_true",
+            help="keep the model's weights and activations in channels-last (NHWC) memory format: faster "
+                 "convolutions on CPUs and tensor cores; results agree with the default to float rounding")
+        add(r, "plain", action="store_true",
+            help="the attribution engine without its speed tricks (one pass per batch instead of one per CPU "
+                 "thread, no batch-norm folding, the stem run per IG step, glibc's default malloc): for debugging; "
+                 "results agree with the default to float rounding")
+
+
+def attribution_args(p: argparse.ArgumentParser, recorded: bool = False, target_flag: bool = True,
+                     metrics: bool = True) -> None:
+    """``--methods``, ``--metric``, ``--ig_steps``, ``--target``, ``--precision`` and with ``metrics``
+    ``--mass``, ``--drop_fraction``, ``--mask_value``. ``recorded``: a stage that must use an
+    earlier run's settings: every default is None (the earlier run's)."""
+    a = p.add_argument_group("attributions and metrics")
+    default = (lambda v: None) if recorded else (lambda v: v)
+    add(a, "methods", default=default(",".join(METHODS)), help=f"comma-separated, from {', '.join(METHODS)}")
+    add(a, "metric", default=default("patch"),
+        help=f"{' or '.join(METRICS)}: score single pixels or a 14x14 grid of patches")
+    add(a, "ig_steps", type=positive, default=default(50), help="Integrated Gradients steps (Gauss-Legendre)")
+    if target_flag:
+        add(a, "target", type=target, default=default("pred"),
+            help="class to explain: 'pred' (each image's prediction; also 'top1'), 'label' (its true class) "
+                 "or a class index")
+    add(a, "precision", default=default("fp32"),
+        help=f"{', '.join(PRECISIONS)}: the model's forward passes in fp32, or under bf16/fp16 autocast "
+             f"(faster on GPUs; attributions are close to fp32's, not equal: see docs/benchmarks.md)")
+    if metrics:
+        add(a, "mass", type=finite, default=default(0.9), help="sparsity: share of attribution mass to cover")
+        add(a, "drop_fraction", type=finite, default=default(0.1),
+            help="faithfulness: share of pixels/patches masked, the most important first")
+        add(a, "mask_value", type=finite, default=default(0.0),
+            help="faithfulness: value written into masked pixels, in normalised input space (0 = the data set's "
+                 "mean colour)")
+
+
+def output_args(p: argparse.ArgumentParser, default: str | None, what: str = "artifact folder",
+                overwrite: bool = True) -> None:
+    """``--output_dir`` and ``--overwrite``."""
+    o = p.add_argument_group("output")
+    add(o, "output_dir", default=default, help=what)
+    if overwrite:
+        add(o, "overwrite", action="store_true",
+            help="replace a folder holding a run with other settings (only ever a folder of this project's runs)")
+
+
+def runtime(args: argparse.Namespace) -> Runtime:
+    """The ``Runtime`` of a script's runtime flags (those it lacks take their defaults)."""
+    return Runtime(device=getattr(args, "device", "auto"), workers=getattr(args, "workers", WORKERS),
+                   batch_size=getattr(args, "batch_size", 32), ig_batch=getattr(args, "ig_batch", 256),
+                   channels_last=getattr(args, "channels_last", False), plain=getattr(args, "plain", False))
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The ``EvalConfig`` of a script's attribution flags (those it lacks take their defaults)."""
+    given = {k: getattr(args, k) for k in ("metric", "ig_steps", "mass", "drop_fraction", "mask_value", "target",
+                                           "precision") if getattr(args, k, None) is not None}
+    if getattr(args, "methods", None):
+        given["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    return EvalConfig(**given)
+
+
+def blocked_args(p: argparse.ArgumentParser) -> None:
+    """Flags of stages that rerun the baseline's evaluation with neurons blocked."""
+    add(p, "baseline_dir", default="outputs/baseline", help="output of baseline_eval.py")
+    add(p, "mode", default="detach", help="detach (stop the gradient, forward unchanged) or zero (ablate)")
+    add(p, "images", type=positive, default=None,
+        help="number of images; must equal the baseline's (the default), since deltas are per image")
+    add(p, "metric", default=None, help="pixel or patch; must equal the baseline's (the default)")
+    runtime_args(p, engine=True)
+    add(p, "save_attributions", action="store_true",
+        help="also write the blocked attribution maps (large: images x 3 x H x W per method)")
+
+
+def blocked_settings(args: argparse.Namespace):
+    """The ``experiment.Settings`` of a script's blocked-run flags."""
+    from ..pipeline.experiment import Settings
+    return Settings(runtime(args), getattr(args, "save_attributions", False), getattr(args, "overwrite", False))
+
+
+def clustering_args(p: argparse.ArgumentParser, stats_dir: str | None = None) -> None:
+    """``--block``, ``--k`` and ``--stats_dir``: a neuron_stats run, by its folder or by block and k."""
+    add(p, "block", default=None, help="named block (default block_1, or the --stats_dir's)")
+    add(p, "k", type=int, default=None, help="number of clusters (default 3, or the --stats_dir's)")
+    add(p, "stats_dir", default=stats_dir,
+        help="output of neuron_stats.py" + ("" if stats_dir else "; default: outputs/neuron_stats/<block>_k<k>"))
+
+
+def clusters(args: argparse.Namespace):
+    """The clusters of ``--stats_dir`` (or of ``--block`` and ``--k``), checked to be of the
+    ``--block`` and ``--k`` given."""
+    from ..io import layout
+    from ..pipeline.clusters import check_clustering
+    folder = args.stats_dir or layout.stats_dir(args.block or "block_1", 3 if args.k is None else args.k)
+    return check_clustering(folder, args.block, args.k)
+
+
+def figure_args(p: argparse.ArgumentParser) -> None:
+    """The flags of the attribution figures (visualize_attribution.py, run_images_attribution.py)."""
+    add(p, "cluster_idx", type=int, default=0, help="cluster whose gradient path is blocked")
+    clustering_args(p)
+    add(p, "drop_fraction", type=finite, default=0.1, help="faithfulness: share of pixels or patches masked")
+    add(p, "metric", default="patch", help=" or ".join(METRICS))
+    add(p, "mask_value", type=finite, default=0.0, help="value of masked inputs (normalised space)")
+    add(p, "ig_steps", type=positive, default=50, help="Integrated Gradients steps")
+    output_args(p, "outputs/visualizations", "where the figures go", overwrite=False)
+    runtime_args(p, engine=True)
+    add(p, "seed", type=int, default=0, help="seed for every random number generator")

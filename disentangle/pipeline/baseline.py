@@ -1,0 +1,55 @@
+"""The baseline stage: attributions of every image with nothing blocked, and their metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import time
+
+from ..attribution import evaluation
+from ..attribution.evaluation import EvalConfig
+from ..core.hooks import channel_mask
+from ..core.layers import layer_width
+from ..core.runtime import AutoBatch
+from ..io import artifacts
+from .session import Session
+
+
+@dataclass
+class Outcome:
+    """What a stage did: ``skipped`` when its folder was already complete for these settings
+    (nothing was computed; ``result`` is read back from it)."""
+    folder: Path
+    skipped: bool
+    result: dict
+
+
+def cut_block(session: Session) -> str:
+    """Where the baseline's shared pass cuts the graph: the model's last named block (with nothing
+    blocked the cut changes nothing but float rounding)."""
+    return list(session.spec.blocks.values())[-1]
+
+
+def run_baseline(session: Session, cfg: EvalConfig, out: str | Path, overwrite: bool = False) -> Outcome:
+    """Attributions, sparsity, faithfulness and accuracy of ``session``'s images into ``out``
+    (``accuracy.json``, ``metrics.json``, ``per_image.csv``, ``attributions/``, ``manifest.json``);
+    an interrupted run resumes, a finished one is not redone."""
+    out = Path(out)
+    block = cut_block(session)
+    manifest = artifacts.make_manifest(
+        "baseline_eval", {**session.config(), **cfg.recorded()},
+        session.runtime_record(engine={"cut": block}), weights_path=session.loaded.weights["path"])
+    state = artifacts.open_output(out, manifest, overwrite)
+    if state == "complete":
+        return Outcome(out, True, evaluation.read_result(out))
+    if state == "fresh":
+        artifacts.write_json(out / artifacts.MANIFEST, manifest)
+    start = time.time()
+    auto = AutoBatch(session.runtime.batch_size, session.device)
+    open_mask = channel_mask([], layer_width(session.model, block, session.example()))
+    evaluation.run(session.model, session.loader(auto.start), cfg, block, [(out, open_mask)], session.device,
+                   ig_internal_batch=session.runtime.ig_batch, desc=f"baseline {session.spec.name}",
+                   save_attributions=True, auto=auto, stem=session.spec.stem, plain=session.runtime.plain)
+    result = evaluation.finalize(out, cfg)
+    manifest.update(complete=True, seconds=round(time.time() - start, 1))
+    artifacts.write_json(out / artifacts.MANIFEST, manifest)
+    return Outcome(out, False, result)
