@@ -79,3 +79,15 @@ class ControlColumns:
     control_delta_std: float
     control_percentile: float
     control_p: float
+
+
+# --- dissection: descriptions.csv, summary.json (dissect_neurons.py, compare_dissections.py) -------
+
+
+# --- explanations: predictions.csv, heatmaps.npz, pairwise_iou.csv, ground_truth.csv ---------------
+
+
+# --- linear explanations and simulation: explanations.csv, correlations.csv, ablation.csv ---------
+
+
+# --- interpretability score: trials (data.csv) and results -----------------------------------------
