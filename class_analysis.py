@@ -19,7 +19,7 @@ from disentangle.pipeline.classes import run_class_analysis
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     cli.add(p, "cluster_idx", type=int, default=0, help="cluster to block")
-    cli.add(p, "stats_dir", default="outputs/neuron_stats/block_1_k3", help="output of neuron_stats.py")
+    cli.add(p, "stats_dir", default=str(layout.stats_dir("block_1", 3)), help="output of neuron_stats.py")
     cli.add(p, "class_start", type=int, default=0, help="first class (inclusive)")
     cli.add(p, "class_end", type=int, default=None, help="last class (exclusive); default: every class")
     cli.add(p, "images_per_class", type=cli.positive, default=50, help="images per class, evenly spread over it")

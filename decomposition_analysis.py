@@ -18,7 +18,7 @@ def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     cli.add(p, "img_idx", type=int, default=1050, help="image index in the data set (--num_images 1)")
     cli.add(p, "images", type=cli.positive, default=1, help="1: one image; N > 1: N evenly spread images, aggregated")
-    cli.add(p, "stats_dir", default="outputs/neuron_stats/block_1_k3", help="output of neuron_stats.py")
+    cli.add(p, "stats_dir", default=str(layout.stats_dir("block_1", 3)), help="output of neuron_stats.py")
     cli.add(p, "method", default="ig", help="ig or saliency (signed gradient, so that the maps add up)")
     cli.add(p, "ig_steps", type=cli.positive, default=50, help="Integrated Gradients steps")
     cli.runtime_args(p, engine=True)

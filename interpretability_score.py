@@ -11,42 +11,42 @@ writes one ranked row per neuron: selectivity S, causality C, robustness R, huma
 """
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
-from disentangle.io import artifacts
 from disentangle import cli
-from disentangle.neurons import scores
-from disentangle.core.layers import layer_width
-from disentangle.core.layers import resolve_layer as resolve_block
+from disentangle.io.schema import AXES, RANK
+from disentangle.neurons.scores import ScoreConfig
+from disentangle.pipeline.scores import ExtractConfig, extract_trials_file, score_file
+from disentangle.pipeline.session import setup
 
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("paths", nargs="+", help="data.csv neuron_map.json results.csv (score) or data.csv (--extract)")
     s = p.add_argument_group("scoring")
-    s.add_argument("--clean-level", type=float, default=5, help="the level of unperturbed trials")
-    s.add_argument("--threshold-percentile", type=float, default=0.95,
-                   help="quantile of a neuron's activations above which a trial counts as strongly activating (H)")
-    s.add_argument("--recognizable-levels", default="3 4 5",
-                   help="space-separated levels at which images stay recognisable (R uses those besides the clean one)")
-    s.add_argument("--min-p-value", type=float, default=0.05, help="selectivity counts only when its t-test p is at most this")
-    s.add_argument("--human-score-col", default="soft_correct", help="column of human recognition scores in [0, 1] (H)")
-    s.add_argument("--weights", default="0.3 0.3 0.2 0.2", help="weights of S C R H, renormalised over the axes available")
-    s.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    cli.add(s, "clean_level", type=float, default=5, help="the level of unperturbed trials")
+    cli.add(s, "threshold_percentile", type=float, default=0.95,
+            help="quantile of a neuron's activations above which a trial counts as strongly activating (H)")
+    cli.add(s, "recognizable_levels", default="3 4 5",
+            help="space-separated levels at which images stay recognisable (R uses those besides the clean one)")
+    cli.add(s, "min_p_value", type=float, default=0.05,
+            help="selectivity counts only when its t-test p is at most this")
+    cli.add(s, "human_score_col", default="soft_correct", help="column of human recognition scores in [0, 1] (H)")
+    cli.add(s, "axis_weights", default="0.3 0.3 0.2 0.2",
+            help="weights of S C R H, renormalised over the axes available")
+    cli.add(s, "quiet", action="store_true", help="print nothing but errors")
     e = p.add_argument_group("extraction (--extract)")
-    e.add_argument("--extract", action="store_true", help="build data.csv from a model instead of scoring")
-    e.add_argument("--block", default="block_4", help="named block whose channels are the neurons")
-    e.add_argument("--neurons", default=None, help="comma-separated channel indices (default: every channel)")
-    e.add_argument("--levels", type=cli.positive, default=5, help="perturbation levels; the highest is clean")
-    e.add_argument("--model", default="tiny_densenet", help="registered model")
-    e.add_argument("--model-weights", default=None, help="the model's weights file (its --weights elsewhere)")
-    e.add_argument("--data", default=None, help="'concepts', 'imagenet' or an ImageFolder path (default: the model's)")
-    e.add_argument("--data-root", default=None, help="ImageNet validation folder")
-    e.add_argument("--images", type=cli.positive, default=120, help="images, evenly spread over classes")
-    e.add_argument("--seed", type=int, default=0, help="seed of the perturbation noise")
-    cli.add_runtime_args(p)
+    cli.add(e, "extract", action="store_true", help="build data.csv from a model instead of scoring")
+    cli.add(e, "block", default="block_4", help="named block whose channels are the neurons")
+    cli.add(e, "neurons", default=None, help="comma-separated channel indices (default: every channel)")
+    cli.add(e, "levels", type=cli.positive, default=5, help="perturbation levels; the highest is clean")
+    cli.add(e, "model", default="tiny_densenet", help="registered model")
+    cli.add(e, "model_weights", default=None, help="the model's weights file (its --weights elsewhere)")
+    cli.add(e, "data", default=None, help="'concepts', 'imagenet' or an ImageFolder path (default: the model's)")
+    cli.add(e, "data_root", default=None, help="ImageNet validation folder")
+    cli.add(e, "images", type=cli.positive, default=120, help="images, evenly spread over classes")
+    cli.add(e, "seed", type=int, default=0, help="seed of the perturbation noise")
+    cli.runtime_args(p)
     return p
 
 
@@ -60,54 +60,36 @@ def numbers(text: str, flag: str) -> tuple[float, ...]:
     return values
 
 
-def channel_list(text: str) -> list[int]:
+def channel_list(text: str) -> tuple[int, ...]:
     try:
-        return [int(t) for t in text.replace(",", " ").split()]
+        return tuple(int(t) for t in text.replace(",", " ").split())
     except ValueError:
         raise cli.UserError(f"--neurons takes comma-separated channel indices, e.g. 3,17, got {text!r}") from None
-
-
-def extract(args: argparse.Namespace) -> int:
-    if len(args.paths) != 1:
-        raise cli.UserError("--extract takes one path: the data.csv to write")
-    if args.levels < 2:
-        raise cli.UserError(f"--levels must be at least 2, got {args.levels}")
-    run = cli.setup(argparse.Namespace(**{**vars(args), "weights": args.model_weights}))
-    path = resolve_block(run.loaded.spec, args.block)
-    n_channels = layer_width(run.loaded.model, path, run.dataset[int(run.indices[0])][0][None].to(run.device))
-    neurons = list(range(n_channels)) if args.neurons is None else channel_list(args.neurons)
-    if any(not 0 <= n < n_channels for n in neurons):
-        raise cli.UserError(f"--neurons must be channels 0..{n_channels - 1} of {args.block}")
-    from disentangle.neurons.trials import extract_trials
-    names = [c.split("_", 1)[1] if c[:2].isdigit() else c for c in run.dataset.classes]
-    frame = extract_trials(run.loaded.model, run.loader(args.batch_size), path, names, neurons, args.levels,
-                           run.device, args.seed)
-    artifacts.write_csv(args.paths[0], frame)
-    if not args.quiet:
-        print(f"{len(frame)} trials ({len(run.indices)} images x {args.levels} levels, clean = {args.levels}), "
-              f"{len(neurons)} neurons of {args.block} -> {args.paths[0]}")
-    return 0
 
 
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.extract:
-        return extract(args)
+        if len(args.paths) != 1:
+            raise cli.UserError("--extract takes one path: the data.csv to write")
+        cfg = ExtractConfig(args.block, None if args.neurons is None else channel_list(args.neurons), args.levels)
+        session = setup(args.model, args.model_weights, args.data, args.images, args.data_root, cli.runtime(args),
+                        args.seed)
+        trials = extract_trials_file(session, cfg, args.paths[0])
+        if not args.quiet:
+            print(f"{len(trials.table)} trials ({trials.images} images x {cfg.levels} levels, clean = {cfg.levels}), "
+                  f"{len(trials.neurons)} neurons of {cfg.block} -> {trials.path}")
+        return 0
     if len(args.paths) != 3:
         raise cli.UserError("scoring takes three paths: data.csv neuron_map.json results.csv")
-    cfg = scores.ScoreConfig(clean_level=args.clean_level, threshold_percentile=args.threshold_percentile,
-                             recognizable_levels=numbers(args.recognizable_levels, "--recognizable-levels"),
-                             min_p_value=args.min_p_value, human_score_col=args.human_score_col,
-                             weights=numbers(args.weights, "--weights"))
-    if Path(args.paths[2]).resolve() in {Path(p).resolve() for p in args.paths[:2]}:
-        raise cli.UserError(f"the results path {args.paths[2]} is one of the inputs; choose another file")
-    trials = scores.load_trials(args.paths[0], cfg.human_score_col)
-    mapping = scores.load_neuron_map(args.paths[1], trials)
-    result = scores.score_neurons(trials, mapping, cfg)
-    artifacts.write_csv(args.paths[2], result)
+    cfg = ScoreConfig(clean_level=args.clean_level, threshold_percentile=args.threshold_percentile,
+                      recognizable_levels=numbers(args.recognizable_levels, "--recognizable_levels"),
+                      min_p_value=args.min_p_value, human_score_col=args.human_score_col,
+                      weights=numbers(args.axis_weights, "--axis_weights"))
+    result = score_file(*args.paths, cfg)
     if not args.quiet:
-        cols = ["rank", "neuron", "concept", *scores.AXES, "score", "weights_used"]
+        cols = [RANK, "neuron", "concept", *AXES, "score", "weights_used"]
         print(result[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"-> {args.paths[2]}")
     return 0

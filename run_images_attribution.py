@@ -6,7 +6,6 @@ cluster blocked, difference) as <output_dir>/attr_<block>_c<c>_k<k>_grid_<metric
 from __future__ import annotations
 
 from disentangle import cli
-from disentangle.attribution.evaluation import EvalConfig
 from disentangle.pipeline.figures import attribution_figures
 
 
@@ -20,10 +19,8 @@ def parser() -> cli.Parser:
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cfg = EvalConfig(metric=args.metric, ig_steps=args.ig_steps, drop_fraction=args.drop_fraction,
-                     mask_value=args.mask_value)
-    paths = attribution_figures(cli.clusters(args), args.cluster_idx, cfg, cli.runtime(args), args.output_dir,
-                                n_images=args.images, seed=args.seed)
+    paths = attribution_figures(cli.clusters(args), args.cluster_idx, cli.figure_config(args), cli.runtime(args),
+                                args.output_dir, n_images=args.images, seed=args.seed)
     print(f"{len(paths) - 1} figures and the contact sheet {paths[-1]}")
     return 0
 

@@ -2,9 +2,11 @@
 
 Implemented once, in the ``disentangle`` package; this module only re-exports them.
 """
-from disentangle.data.images import build_dataset, even_subset, make_loader as get_data_loader
-from disentangle.attribution.metrics import (faithfulness as compute_faithfulness, importance, masked_input, sparsity as compute_sparsity, top_mask)
+from disentangle.attribution.metrics import faithfulness as compute_faithfulness
+from disentangle.attribution.metrics import importance, masked_input, top_mask
+from disentangle.attribution.metrics import sparsity as compute_sparsity
 from disentangle.core.seeding import set_seeds
+from disentangle.data.images import dataset_images, even_subset
 
-__all__ = ["set_seeds", "build_dataset", "even_subset", "get_data_loader", "compute_sparsity",
-           "compute_faithfulness", "importance", "masked_input", "top_mask"]
+__all__ = ["set_seeds", "dataset_images", "even_subset", "compute_sparsity", "compute_faithfulness", "importance",
+           "masked_input", "top_mask"]

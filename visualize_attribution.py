@@ -8,7 +8,6 @@ sparsity and faithfulness. Writes <output_dir>/attr_<block>_c<c>_k<k>_img<idx>_<
 from __future__ import annotations
 
 from disentangle import cli
-from disentangle.attribution.evaluation import EvalConfig
 from disentangle.pipeline.figures import attribution_figures
 
 
@@ -22,10 +21,8 @@ def parser() -> cli.Parser:
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cfg = EvalConfig(metric=args.metric, ig_steps=args.ig_steps, drop_fraction=args.drop_fraction,
-                     mask_value=args.mask_value)
-    for path in attribution_figures(cli.clusters(args), args.cluster_idx, cfg, cli.runtime(args), args.output_dir,
-                                    indices=[args.img_idx], seed=args.seed):
+    for path in attribution_figures(cli.clusters(args), args.cluster_idx, cli.figure_config(args),
+                                    cli.runtime(args), args.output_dir, indices=[args.img_idx], seed=args.seed):
         print(f"wrote {path}")
     return 0
 

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from disentangle.data import probes
+from disentangle.data.broden import Broden
+from disentangle.data.images import probe_images
 
 
 def _write_broden(root):
@@ -28,8 +29,8 @@ def _write_broden(root):
 
 def test_broden_planes(tmp_path):
     _write_broden(tmp_path)
-    probe = probes.build_probe(str(tmp_path), None)
-    assert isinstance(probe, probes.BrodenProbe) and len(probe) == 2
+    probe = probe_images(str(tmp_path), None).source
+    assert isinstance(probe, Broden) and len(probe) == 2
     assert probe.categories == ["color", "object", "part", "scene"]
     assert probe.concepts[1] == ("object", "sky") and probe.concepts[299] == ("part", "wheel")
     labels = probe.labels(np.array([0, 1]))

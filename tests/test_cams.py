@@ -12,7 +12,7 @@ from PIL import Image
 
 import cam_explain
 from disentangle.explanations import agreement, cams
-from disentangle.data import photos
+from disentangle.data.images import normalise, pixel_transform
 from disentangle.data.concepts import ConceptWorld
 from disentangle.core.errors import UserError
 from disentangle.core.models import load_model
@@ -25,9 +25,9 @@ TOLERANCE = 1e-5
 
 def concept_batch(spec, indices):
     """Pictures ``(N, 56, 56, 3)``, model input ``(N, 3, 56, 56)`` and object masks ``(N, 56, 56)``."""
-    world = ConceptWorld("val", transform=photos.pixel_transform(spec, square=True))
+    world = ConceptWorld("val", transform=pixel_transform(spec, square=True))
     pixels = np.stack([world[i][0] for i in indices])
-    return pixels, photos.normalise(torch.from_numpy(pixels), spec), world.segmentation(indices)[:, 0] > 0
+    return pixels, normalise(torch.from_numpy(pixels), spec), world.segmentation(indices)[:, 0] > 0
 
 
 def reference_maps(model, layer, x, method, monkeypatch, in_place_after_layer):
@@ -71,8 +71,8 @@ def lite0():
 
 def cat_photo(spec):
     import skimage.data
-    pixels = photos.pixel_transform(spec)(Image.fromarray(skimage.data.chelsea()))[None]
-    return photos.normalise(torch.from_numpy(pixels), spec)
+    pixels = pixel_transform(spec)(Image.fromarray(skimage.data.chelsea()))[None]
+    return normalise(torch.from_numpy(pixels), spec)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp", "eigencam",
@@ -210,7 +210,7 @@ BAD = {
     "not an image": (folder_with_a_text_file, "cannot read image"),
     "no such layer": (["--layer", "features.norm9"], "no layer 'features.norm9' in the model"),
     "class out of range": (["--target", "12"], "--target 12 is out of range: the model has 12 classes"),
-    "target not a class": (["--target", "cat"], "--target must be 'top1' or a class index"),
+    "target not a class": (["--target", "cat"], "expected 'pred', 'top1', 'label' or a class index"),
     "unknown method": (["--methods", "gradcam,fullgrad"], "unknown method fullgrad"),
     "no such folder": (["--images", "/nonexistent/photos"], "not a number, 'samples', or a folder"),
     "data with photos": (["--images", "samples", "--data", "concepts"], "--data applies to --images N"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from disentangle.data.images import build_dataset, check_images, even_subset, make_loader
+from disentangle.data.images import Images, dataset_images, dataset_source, even_subset
 from disentangle.core.errors import UserError
 from disentangle.core.models import get_spec
 
@@ -33,14 +33,13 @@ def test_even_subset_bad_counts():
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
-    spec = get_spec("resnet18")
     with pytest.raises(UserError, match="not found.*data/README.md"):
-        build_dataset("imagenet", spec, str(tmp_path / "nowhere"))
+        dataset_source("imagenet", str(tmp_path / "nowhere"))
     with pytest.raises(UserError, match="not found"):
-        build_dataset(str(tmp_path / "nowhere"), spec)
+        dataset_source(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="one subfolder per class"):
-        build_dataset(str(tmp_path / "empty"), spec)
+        dataset_source(str(tmp_path / "empty"))
 
 
 def test_corrupt_image_is_caught_before_work(tmp_path):
@@ -48,13 +47,12 @@ def test_corrupt_image_is_caught_before_work(tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("RGB", (30, 30), "red").save(tmp_path / "a" / "good.png")
     (tmp_path / "a" / "bad.png").write_bytes(b"not an image at all")
-    ds = build_dataset(str(tmp_path), get_spec("tiny_densenet"))
     with pytest.raises(UserError, match="cannot read image .*bad.png"):
-        check_images(ds, np.arange(len(ds)))
+        dataset_images(str(tmp_path), 2)
 
 
 def test_loader_yields_indices_in_order():
-    ds = build_dataset("concepts", get_spec("tiny_densenet"))
-    x, y, i = next(iter(make_loader(ds, [5, 7, 300], batch_size=8)))
+    world, transform = dataset_source("concepts"), get_spec("tiny_densenet").transform(square=True)
+    x, y, i = next(iter(Images(world, np.array([5, 7, 300])).loader(transform, batch_size=8)))
     assert x.shape == (3, 3, 56, 56) and i.tolist() == [5, 7, 300] and y.tolist() == [5, 7, 0]
-    assert torch.equal(x[1], ds[7][0])
+    assert torch.equal(x[1], transform(world[7][0]))

@@ -9,9 +9,8 @@ from torch import nn
 import compare_dissections
 import dissect_neurons
 from disentangle.dissection import netdissect as dissection
-from disentangle.data import probes
 from disentangle.core.models import get_spec
-from disentangle.data.probes import Labels
+from disentangle.data.images import Labels, probe_images
 
 
 def _disk(r: float, half: int) -> np.ndarray:
@@ -84,14 +83,32 @@ def test_iou_tally_matches_brute_force():
             assert iou[u, c - 1] == pytest.approx(inter / union)
 
 
+def test_probe_sets_describe_themselves_as_before(tmp_path):
+    """Cache keys and manifests hold a probe set's describe(): it and the image order stay as they were."""
+    from PIL import Image
+    assert probe_images("concepts", 96, 2).describe() == {"name": "concepts", "split": "val", "n": 96, "seed": 2,
+                                                          "size": 56}
+    (tmp_path / "a").mkdir()
+    for name in ("b.png", "a/c.png", "a/d.jpg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    for n, order, digest in ((None, ["a/c.png", "a/d.jpg", "b.png"], "0a4d8704d9237d74"),
+                             (2, ["a/c.png", "a/d.jpg"], "032808cf0b987ff4")):
+        images = probe_images(str(tmp_path), n)
+        assert [str(f.relative_to(tmp_path)) for f in images.source.files] == order
+        assert images.describe() == {"name": "folder", "root": str(tmp_path.resolve()), "n": len(order),
+                                     "files_sha256": digest}
+
+
 @pytest.fixture(scope="module")
 def wired_labels():
-    probe = probes.ConceptProbe(480)
+    images = probe_images("concepts", 480)
+    probe = images.source
     transform = get_spec("tiny_densenet").transform(square=True)
 
     def run(quantile):
-        res = dissection.dissect_layers(Wired().eval(), ["features"], probe,
-                                        lambda: probes.probe_loader(probe, [transform], 120),
+        res = dissection.dissect_layers(Wired().eval(), ["features"], images,
+                                        lambda: images.loader([transform], 120),
                                         torch.device("cpu"), quantile, 5)["features"]
         tally = dissection.Tally(*(torch.from_numpy(res[k]) for k in ("intersection", "label_pixels", "unit_pixels")))
         return pd.DataFrame(dissection.label_units(tally.iou(probe.label_category()), probe.concepts, 0.04))

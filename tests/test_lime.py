@@ -10,24 +10,22 @@ from lime.wrappers.scikit_image import SegmentationAlgorithm
 
 import lime_explain
 from disentangle.explanations import agreement
-from disentangle.data import photos
+from disentangle.data.images import Images
 from disentangle.data.concepts import ConceptWorld
 from disentangle.explanations.lime import (BatchedLimeImageExplainer, Classifier, LimeConfig, explain_image, explain_images)
 
 CPU = torch.device("cpu")
 
 
-def concept_images(spec, indices) -> photos.ImageSet:
-    world = ConceptWorld("val", transform=photos.pixel_transform(spec, square=True))
-    return photos.ImageSet([str(i) for i in indices], np.stack([world[i][0] for i in indices]),
-                           np.array([world.targets[i] for i in indices]), world.segmentation(indices)[:, 0] > 0, {})
+def concept_images(indices) -> Images:
+    return Images(ConceptWorld("val"), np.asarray(indices))
 
 
 @pytest.mark.parametrize("cfg", [LimeConfig(num_samples=60, n_segments=30),
                                  LimeConfig(num_samples=60, segmentation="quickshift", hide_color=None)],
                          ids=["slic-black", "quickshift-mean"])
 def test_same_segmentation_and_result_as_lime_itself(tiny, cfg):
-    pixels = concept_images(tiny.spec, [5]).pixels[0]
+    pixels = concept_images([5]).pixels(tiny.spec)[0]
     classifier = Classifier(tiny.model, tiny.spec, CPU, batch_size=16)
     ours = explain_image(pixels, classifier, cfg)
     reference_segmenter = (SegmentationAlgorithm("slic", n_segments=cfg.n_segments, compactness=cfg.compactness,
@@ -55,7 +53,7 @@ def test_same_segmentation_and_result_as_lime_itself(tiny, cfg):
 
 def test_neighbourhood_equals_lime_loop(tiny):
     """The batched perturbations are LIME's, picture for picture."""
-    pixels = concept_images(tiny.spec, [3]).pixels[0]
+    pixels = concept_images([3]).pixels(tiny.spec)[0]
     segments = LimeConfig(n_segments=20).segmenter()(pixels)
     fudged = np.zeros_like(pixels)
     seen = []
@@ -73,13 +71,14 @@ def test_neighbourhood_equals_lime_loop(tiny):
 
 def test_masks_fall_on_the_object(tiny):
     """Known answer: LIME's top superpixels overlap the object far more than a random mask of the same size."""
-    images = concept_images(tiny.spec, range(0, 1200, 100))                      # 12 images, every class
-    result = explain_images(tiny.model, tiny.spec, images, LimeConfig(num_samples=200), 256, CPU)
+    images = concept_images(range(0, 1200, 100))                                 # 12 images, every class
+    objects = images.objects(56)
+    result = explain_images(tiny.model, tiny.spec, images.pixels(tiny.spec), LimeConfig(num_samples=200), 256, CPU)
     masks = result.masks > 0
-    iou = np.nanmean(agreement.iou(masks, images.objects))
-    chance = agreement.chance_iou(masks.sum((1, 2)), images.objects.sum((1, 2)), 56 * 56).mean()
-    hits = agreement.pointing_hits(result.heatmaps[:, 0], images.objects).mean()
-    assert iou > 3 * chance and hits > 3 * images.objects.mean(), (iou, chance, hits)
+    iou = np.nanmean(agreement.iou(masks, objects))
+    chance = agreement.chance_iou(masks.sum((1, 2)), objects.sum((1, 2)), 56 * 56).mean()
+    hits = agreement.pointing_hits(result.heatmaps[:, 0], objects).mean()
+    assert iou > 3 * chance and hits > 3 * objects.mean(), (iou, chance, hits)
     assert np.array_equal(result.labels[:, 0], result.top1)
 
 

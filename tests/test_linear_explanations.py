@@ -14,6 +14,7 @@ import simulate_correlation
 from disentangle.neurons import linear as le
 from disentangle.neurons import simulation
 from disentangle.data.concepts import ConceptWorld
+from disentangle.data.images import ClassFolder, Images
 from disentangle.neurons.activations import label_concepts
 
 
@@ -22,7 +23,7 @@ def planted():
     """Concept labels of 600 concept-world images and three planted neurons: 0.7·red + 0.3·circle
     (plus a little noise), exactly [blue], and pure noise."""
     world = ConceptWorld("val", 600)
-    x, names = label_concepts(world, np.arange(600), None)
+    x, names = label_concepts(Images(world, np.arange(600)), None)
     x = torch.from_numpy(x)
     g = torch.Generator().manual_seed(0)
     red, circle, blue = (x[:, names.index(n)] for n in ("red", "circle", "blue"))
@@ -171,18 +172,16 @@ def test_explanation_from_another_model_is_refused(explained, tmp_path, capsys):
 def test_label_concepts_on_a_folder_with_superclasses(tmp_path):
     from PIL import Image
 
-    from disentangle.data.images import build_dataset
     from disentangle.core.errors import UserError
-    from disentangle.core.models import get_spec
     for c in ("cat", "dog", "car"):
         (tmp_path / "img" / c).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / "img" / c / "0.png")
-    ds = build_dataset(str(tmp_path / "img"), get_spec("tiny_densenet"))
+    images = Images(ClassFolder(tmp_path / "img"), np.arange(3))
     sup = tmp_path / "sup.json"
     sup.write_text(json.dumps({"animal": ["cat", "dog"]}))
-    x, names = label_concepts(ds, np.arange(3), str(sup))
+    x, names = label_concepts(images, str(sup))
     assert names == ["car", "cat", "dog", "animal"]
     np.testing.assert_array_equal(x, [[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 1]])
     sup.write_text(json.dumps({"animal": ["cat", "cow"]}))
     with pytest.raises(UserError, match="unknown classes"):
-        label_concepts(ds, np.arange(3), str(sup))
+        label_concepts(images, str(sup))

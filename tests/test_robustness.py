@@ -186,7 +186,7 @@ def test_an_unfinished_run_with_results_is_resumed_or_replaced_as_told(tmp_path,
     monkeypatch.setattr(evaluation, "evaluate_masks", real)
     capsys.readouterr()
     assert base(out, "--batch-size", "4") == 2
-    one_line(capsys, "--batch-size 6 to resume it", "or pass --overwrite")
+    one_line(capsys, "--batch_size 6 to resume it", "or pass --overwrite")
     assert base(out, "--batch-size", "4", "--overwrite") == 0
     assert len(pd.read_csv(out / "per_image.csv")) == 12
 

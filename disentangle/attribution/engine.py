@@ -275,3 +275,25 @@ def masked_attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
             gap = (fx.float() - model(torch.zeros_like(x[:1])).float()).gather(1, target[:, None]).squeeze(1)  # (B,)
         out["ig"] = attr, attr.flatten(2).sum(2) - gap[None]
     return {m: out[m] for m in methods}
+
+
+def blocked_attributions(loaded, x: torch.Tensor, block: str, blocked: Sequence[Sequence[int]],
+                         target: torch.Tensor | None = None, methods: Sequence[str] = METHODS, ig_steps: int = 50,
+                         chunk: int | None = 256, plain: bool = False) -> dict[str, torch.Tensor]:
+    """IG and/or Saliency of ``x (B, C, H, W)`` with each set of channels in ``blocked`` detached at
+    the named ``block`` (``block_2``, ``layer3`` or a module path) of a loaded model
+    (``core.models.LoadedModel``): ``{method: (M, B, C, H, W)}`` for ``M = len(blocked)`` sets (an
+    empty set is the plain attribution). ``target (B,)``: the classes to explain (default: the
+    prediction). The library form of what the attribution stages compute."""
+    from ..core.hooks import channel_mask
+    from ..core.layers import layer_width, resolve_layer
+    path = resolve_layer(loaded.spec, block, loaded.model)
+    x = x.to(next(loaded.model.parameters()).device)
+    n = layer_width(loaded.model, path, x[:1])
+    keep = (~torch.stack([channel_mask(c, n) for c in blocked])).to(x.device, x.dtype)
+    with torch.no_grad():
+        logits = loaded.model(x)
+    target = logits.argmax(1) if target is None else target.to(x.device)
+    maps = masked_attributions(loaded.model, x, target, methods, path, keep, ig_steps, chunk, loaded.spec.stem,
+                               logits, plain)
+    return {m: attr for m, (attr, _) in maps.items()}

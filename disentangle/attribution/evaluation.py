@@ -59,11 +59,11 @@ class EvalConfig:
         if self.metric not in METRICS:
             raise UserError(f"unknown metric {self.metric!r}; choose from {', '.join(METRICS)}")
         if self.ig_steps < 1:
-            raise UserError(f"--ig-steps must be at least 1, got {self.ig_steps}")
+            raise UserError(f"--ig_steps must be at least 1, got {self.ig_steps}")
         if not 0 < self.mass <= 1:
             raise UserError(f"--mass must be in (0, 1], got {self.mass}")
         if not 0 < self.drop_fraction < 1:
-            raise UserError(f"--drop-fraction must be in (0, 1), got {self.drop_fraction}")
+            raise UserError(f"--drop_fraction must be in (0, 1), got {self.drop_fraction}")
         if self.target not in TARGETS and not (isinstance(self.target, int) and self.target >= 0):
             raise UserError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)} or a class index")
         if self.precision not in PRECISIONS:
@@ -96,14 +96,15 @@ def predictions(logits: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
     logits = logits.float()
     pred = logits.argmax(1)
     if target is None:
-        target = pred if cfg.target == "pred" else labels if cfg.target == "label" else torch.full_like(pred, cfg.target)
+        target = {"pred": pred, "label": labels}.get(cfg.target)
+        target = torch.full_like(pred, cfg.target) if target is None else target
     return {"pred": pred, "target": target, "top1": pred == labels, "top5": topk_correct(logits, labels, 5),
             "confidence": logits.softmax(1).gather(1, target[:, None]).squeeze(1)}
 
 
 def _in_parts(auto: AutoBatch | None, n: int, ig_rows: int | None,
               evaluate: Callable[[slice, int | None], R]) -> R:
-    """``evaluate(images, ig_rows)`` for ``n`` images: at once, or with ``auto`` (``--batch-size
+    """``evaluate(images, ig_rows)`` for ``n`` images: at once, or with ``auto`` (``--batch_size
     auto``) in parts of ``auto.size`` images and proportionally fewer IG rows per pass, the parts'
     results concatenated along the image dimension."""
     if auto is None:

@@ -41,6 +41,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "recognizable_levels": ("--recognizable_levels", "--recognizable-levels"),
     "min_p_value": ("--min_p_value", "--min-p-value"),
     "human_score_col": ("--human_score_col", "--human-score-col"),
+    "axis_weights": ("--axis_weights", "--weights"),     # the seed's --weights: of S C R H, not a model's
 }
 
 

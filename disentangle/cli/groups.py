@@ -10,6 +10,7 @@ from ..attribution.metrics import METRICS
 from ..core.models import MODELS
 from ..core.runtime import AUTO_START, Runtime
 from ..data.images import IMAGENET_ROOT
+from ..io import layout
 from .flags import add
 from .parser import batch_size, count, finite, images as images_type, positive, target
 
@@ -123,7 +124,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 
 def blocked_args(p: argparse.ArgumentParser) -> None:
     """Flags of stages that rerun the baseline's evaluation with neurons blocked."""
-    add(p, "baseline_dir", default="outputs/baseline", help="output of baseline_eval.py")
+    add(p, "baseline_dir", default=str(layout.baseline_dir()), help="output of baseline_eval.py")
     add(p, "mode", default="detach", help="detach (stop the gradient, forward unchanged) or zero (ablate)")
     add(p, "images", type=positive, default=None,
         help="number of images; must equal the baseline's (the default), since deltas are per image")
@@ -150,7 +151,6 @@ def clustering_args(p: argparse.ArgumentParser, stats_dir: str | None = None) ->
 def clusters(args: argparse.Namespace):
     """The clusters of ``--stats_dir`` (or of ``--block`` and ``--k``), checked to be of the
     ``--block`` and ``--k`` given."""
-    from ..io import layout
     from ..pipeline.clusters import check_clustering
     folder = args.stats_dir or layout.stats_dir(args.block or "block_1", 3 if args.k is None else args.k)
     return check_clustering(folder, args.block, args.k)
@@ -164,6 +164,54 @@ def figure_args(p: argparse.ArgumentParser) -> None:
     add(p, "metric", default="patch", help=" or ".join(METRICS))
     add(p, "mask_value", type=finite, default=0.0, help="value of masked inputs (normalised space)")
     add(p, "ig_steps", type=positive, default=50, help="Integrated Gradients steps")
-    output_args(p, "outputs/visualizations", "where the figures go", overwrite=False)
+    output_args(p, str(layout.visualizations_dir()), "where the figures go", overwrite=False)
     runtime_args(p, engine=True)
     add(p, "seed", type=int, default=0, help="seed for every random number generator")
+
+
+def figure_config(args: argparse.Namespace) -> EvalConfig:
+    """The ``EvalConfig`` of the figure flags (``figure_args``)."""
+    return EvalConfig(metric=args.metric, ig_steps=args.ig_steps, drop_fraction=args.drop_fraction,
+                      mask_value=args.mask_value)
+
+
+def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
+    """The model, layer, images and concepts of the linear-explanation stages (explain_neurons.py,
+    simulate_*.py), their runtime flags, ``--activation_dir`` and ``--seed``."""
+    from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
+    from ..dissection.netdissect import POOLS
+    from ..neurons.activations import MODES
+    g = p.add_argument_group("model, layer and data")
+    add(g, "model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
+    add(g, "weights", default=None, help="weights file, or 'random'; default: the model's own source")
+    add(g, "block", default="block_4", help="block name (block_4, layer4 ...) or module path")
+    add(g, "data", default="concepts",
+        help="'concepts' (concept world), 'imagenet_val' (class folders under --data_root), or an image folder "
+             "with one subfolder per class")
+    add(g, "data_root", default=None, help=f"ImageNet validation folder (default {IMAGENET_ROOT})")
+    add(g, "images", type=positive, default=images,
+        help="images, spread evenly over classes, then split 60/20/20 into train/val/test by --seed")
+    add(g, "pool_mode", choices=POOLS, default="avg",
+        help="a neuron's activation per image: spatial mean or max of its map")
+    c = p.add_argument_group("concepts")
+    add(c, "mode", choices=MODES, default="label",
+        help="label: concept probabilities from labels; clip: from an open_clip model")
+    add(c, "superclasses", default=None,
+        help="label mode on an image folder: JSON {superclass: [class folder, ...]} added as concepts")
+    add(c, "concept_set", default=None,
+        help="clip mode: concept list, one per line (default: the concept world's concepts and classes)")
+    add(c, "clip_model", default=DEFAULT_MODEL, help="clip mode: open_clip model name or local-dir:FOLDER")
+    add(c, "clip_weights", default=DEFAULT_WEIGHTS,
+        help="clip mode: pretrained tag in the local cache, a checkpoint file, or 'random' (testing only)")
+    runtime_args(p, batch=64, workers=4)
+    add(p, "activation_dir", default=str(layout.activations_dir()),
+        help="cache of activations and concept matrices; 'none' to disable")
+    add(p, "seed", type=int, default=0, help="seed of the train/val/test split")
+
+
+def neuron_data(args: argparse.Namespace):
+    """The ``NeuronDataConfig`` of the ``neuron_data_args`` flags."""
+    from ..neurons.activations import ConceptConfig, NeuronDataConfig
+    concepts = ConceptConfig(args.mode, args.superclasses, args.concept_set, args.clip_model, args.clip_weights)
+    return NeuronDataConfig(args.block, args.pool_mode, concepts,
+                            None if args.activation_dir == "none" else args.activation_dir)

@@ -105,7 +105,7 @@ class Source(Dataset):
 
     def labels(self, indices: np.ndarray) -> Labels:
         raise UserError(f"probe set {self.name!r} has no pixel labels; use --method clip, or "
-                        f"--d_probe concepts or broden for mask-IoU dissection")
+                        f"--data concepts or broden for mask-IoU dissection")
 
     def label_category(self) -> torch.Tensor:
         """``(L + 1,)`` category index of each concept id (-1 for id 0 and uncategorised ids)."""
@@ -277,6 +277,15 @@ def pixel_transform(spec: ModelSpec, square: bool = False):
     return T.Compose([*steps[:-2], np.array])
 
 
+def normalise(pixels: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 pictures (any device) -> the model's input ``(B, 3, S, S)`` float32,
+    with the float operations of ``ToTensor`` and ``Normalize`` (bit-identical to them)."""
+    x = pixels.permute(0, 3, 1, 2).float().div(255)
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return x.sub(mean).div(std)
+
+
 # --- How stages choose their images -------------------------------------------------------------
 def dataset_source(data: str, data_root: str | None = None) -> Source:
     """The source behind ``--data``: ``concepts`` (the concept world's validation split),
@@ -368,7 +377,7 @@ def probe_images(d_probe: str, n: int | None, seed: int = 0, broden_root: str | 
     with ``seed``, default 1200), ``broden``, ``imagenet_val``, or a folder (a folder holding
     Broden's ``index.csv`` is read as Broden); ``n`` (default: all) of them."""
     if n is not None and n < 1:
-        raise UserError(f"--probe_images must be at least 1, got {n}")
+        raise UserError(f"--images must be at least 1, got {n}")
     if d_probe == "concepts":
         from .concepts import ConceptWorld
         source: Source = ConceptWorld("val", n or 1200, seed)
@@ -380,62 +389,3 @@ def probe_images(d_probe: str, n: int | None, seed: int = 0, broden_root: str | 
     else:
         source = FileProbe(d_probe, "folder", n)
     return Images(source, np.arange(len(source)))
-
-
-# --- Transitional: the data-set helpers of the stages not yet reading ``Images`` (dissection,
-# explanations, linear explanations). Removed when the last of them is converted.
-def build_dataset(data: str, spec: ModelSpec, data_root: str | None = None,
-                  transform: Callable | None = None) -> Dataset:
-    """The source behind ``--data`` as a data set of ``(transform(PIL image), label)`` items."""
-    source = dataset_source(data, data_root)
-    transform = transform or spec.transform(square=source.square)
-    if data == "concepts":
-        source.transform = transform
-        return source
-    return _Transformed(source, transform)
-
-
-class _Transformed(Dataset):
-    def __init__(self, source: Source, transform: Callable):
-        self.source, self.transform = source, transform
-        self.classes, self.targets = source.classes, source.targets
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int):
-        image, label = self.source[i]
-        return self.transform(image), label
-
-
-def describe(dataset) -> dict:
-    return dataset.source.describe() if isinstance(dataset, _Transformed) else dataset.describe()
-
-
-def targets_of(dataset) -> np.ndarray:
-    return np.asarray(dataset.targets)
-
-
-def check_images(dataset, indices: np.ndarray) -> None:
-    (dataset.source if isinstance(dataset, _Transformed) else dataset).verify(indices)
-
-
-def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int = 0,
-                device: torch.device | None = None) -> DataLoader:
-    """Batches ``(x (B, 3, S, S), labels (B,), indices (B,))`` of a data set of transformed items."""
-    if batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
-    return DataLoader(_Indexed(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=device is not None and device.type == "cuda", persistent_workers=False)
-
-
-class _Indexed(Dataset):
-    def __init__(self, dataset: Dataset, indices: Sequence[int]):
-        self.dataset, self.indices = dataset, [int(i) for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        x, y = self.dataset[self.indices[i]]
-        return x, y, self.indices[i]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.errors import UserError
-from ..data.probes import Labels
+from ..data.images import Images, Labels
 
 
 def quantile_positions(n: int, quantile: float) -> tuple[int, int, float]:
@@ -147,8 +148,9 @@ def top_concepts(iou: np.ndarray, concepts: list[tuple[str, str]], n: int = 3) -
 
 
 def layer_batches(model: torch.nn.Module, paths: list[str], loader, device: torch.device, desc: str):
-    """Yield ``(activations {path: (B, U, h, w)}, inputs, indices (B,))`` for every batch of a probe
-    loader whose items are ``(x_1, ..., x_T, index)``; ``x_1`` goes through ``model``."""
+    """Yield ``(activations {path: (B, U, h, w)}, inputs, indices (B,))`` for every batch of a loader
+    whose batches start with the model's input ``(B, 3, S, S)`` and end with the images' indices
+    (``Images.loader``: ``(x_1, ..., x_T, labels, indices)``); the first goes through ``model``."""
     from tqdm import tqdm
 
     from ..core.hooks import capture
@@ -163,9 +165,10 @@ def layer_batches(model: torch.nn.Module, paths: list[str], loader, device: torc
             yield acts, xs, idx
 
 
-def dissect_layers(model: torch.nn.Module, paths: list[str], probe, make_loader, device: torch.device,
-                   quantile: float, top_images: int) -> dict[str, dict[str, np.ndarray]]:
-    """Two passes over the probe set: per-unit thresholds, then the IoU tally, for every layer at once.
+def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, make_loader: Callable[[], Iterable],
+                   device: torch.device, quantile: float, top_images: int) -> dict[str, dict[str, np.ndarray]]:
+    """Two passes over the probe images (``make_loader()``: a fresh loader of them in order, through
+    the model's preprocessing): per-unit thresholds, then the IoU tally, for every layer at once.
 
     Returns per layer: ``thresholds (U,)``, ``intersection (U, L+1)``, ``label_pixels (L+1,)``,
     ``unit_pixels (U, K)``, ``top_images (U, top_images)`` dataset indices.
@@ -174,9 +177,10 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], probe, make_loader,
     for acts, _, idx in layer_batches(model, paths, make_loader(), device, "dissection: thresholds"):
         for p, a in acts.items():
             if p not in quant:
-                quant[p] = TopQuantile(len(probe) * a.shape[2] * a.shape[3], quantile, top_images)
+                quant[p] = TopQuantile(len(images) * a.shape[2] * a.shape[3], quantile, top_images)
             quant[p].update(a, idx)
     thresholds = {p: q.thresholds() for p, q in quant.items()}
+    probe = images.source
     tallies = {p: MaskIoU(thresholds[p], len(probe.concepts), len(probe.categories)) for p in paths}
     for acts, _, idx in layer_batches(model, paths, make_loader(), device, "dissection: IoU tally"):
         labels = probe.labels(idx.numpy())
@@ -206,6 +210,7 @@ def summaries(model: torch.nn.Module, paths: list[str], loader, device: torch.de
 
 @torch.no_grad()
 def clip_image_features(clip, loader) -> np.ndarray:
-    """``(N, D)`` unit-norm CLIP embeddings of a probe loader's images (its first input)."""
+    """``(N, D)`` unit-norm CLIP embeddings of a loader's images (the first element of its batches,
+    through CLIP's preprocessing)."""
     from tqdm import tqdm
-    return torch.cat([clip.encode_images(x) for x, _ in tqdm(loader, desc="CLIP images", unit="batch")]).cpu().numpy()
+    return torch.cat([clip.encode_images(x) for x, *_ in tqdm(loader, desc="CLIP images", unit="batch")]).cpu().numpy()

@@ -1,4 +1,5 @@
-"""What a dissection run found, as numbers and figures, and the side-by-side of two runs.
+"""What dissection runs found, as numbers: the counts of summary.json and the side-by-side tables
+of several runs (their figures: ``viz.dissection``).
 
 A *labelled* unit is a mask-IoU detector (IoU above the threshold) or, for CLIP-Dissect, any unit
 (every unit gets its best concept). Counts follow Network Dissection's comparisons: unique concepts
@@ -6,122 +7,53 @@ per layer and overall, units per concept, and the share of labelled units per ca
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import asdict
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from ..viz.plots import save_png
+from ..io.schema import AGREE, COMPARISON_LEAD, SUMMARY_LAYERS, SUMMARY_OVERALL, DissectionCounts, share_column
+
 
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """The labelled units of a ``descriptions.csv`` frame."""
     return frame[frame["detector"]] if "detector" in frame else frame
 
 
+def counts(lab: pd.DataFrame, units: pd.DataFrame) -> DissectionCounts:
+    """The counts of the labelled units ``lab`` among ``units``."""
+    shares = lab["category"].fillna("").value_counts(normalize=True)
+    return DissectionCounts(int(len(units)), int(len(lab)), int(lab["description"].nunique()),
+                            {k: int(v) for k, v in lab["description"].value_counts().items()},
+                            {k or "(none)": float(v) for k, v in shares.items()})
+
+
 def summarize(frame: pd.DataFrame) -> dict:
-    """Counts per layer and overall from a ``descriptions.csv`` frame."""
+    """summary.json of a ``descriptions.csv`` frame: the counts overall and per layer."""
     lab = labelled(frame)
-
-    def counts(f: pd.DataFrame, all_units: pd.DataFrame) -> dict:
-        out = {"units": int(len(all_units)), "labelled_units": int(len(f)),
-               "unique_concepts": int(f["description"].nunique()),
-               "units_per_concept": {k: int(v) for k, v in f["description"].value_counts().items()}}
-        if "category" in f:
-            shares = f["category"].fillna("").value_counts(normalize=True)
-            out["category_shares"] = {k or "(none)": float(v) for k, v in shares.items()}
-        return out
-
-    return {"overall": counts(lab, frame),
-            "layers": {layer: counts(lab[lab["layer"] == layer], frame[frame["layer"] == layer])
-                       for layer in frame["layer"].drop_duplicates()}}
+    return {SUMMARY_OVERALL: asdict(counts(lab, frame)),
+            SUMMARY_LAYERS: {layer: asdict(counts(lab[lab["layer"] == layer], frame[frame["layer"] == layer]))
+                             for layer in frame["layer"].drop_duplicates()}}
 
 
-def units_per_concept_figure(frame: pd.DataFrame, path: str | os.PathLike, title: str, min_units: int = 4) -> Path:
-    """One bar chart per layer: labelled units per concept, for concepts with at least ``min_units``
-    units (Network Dissection's figures use more than 3), coloured by category."""
-    lab = labelled(frame)
-    layers = list(frame["layer"].drop_duplicates())
-    fig, axes = plt.subplots(len(layers), 1, figsize=(8, 2.4 * len(layers)), squeeze=False)
-    for ax, layer in zip(axes[:, 0], layers):
-        vc = lab[lab["layer"] == layer]["description"].value_counts()
-        vc = vc[vc >= min_units]
-        colours = None
-        if "category" in lab and len(vc):
-            cat = lab.drop_duplicates("description").set_index("description")["category"].fillna("")
-            cats = sorted(set(cat))
-            colours = [plt.get_cmap("tab10")(cats.index(cat[d]) % 10) for d in vc.index]
-        ax.bar(range(len(vc)), vc.values, color=colours, width=0.7)
-        ax.set_xticks(range(len(vc)), vc.index, rotation=60, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, max(len(vc), 10) - 0.5)
-        ax.set_ylabel("units")
-        if not len(vc):
-            ax.set_yticks([])
-            ax.text(0.5, 0.5, f"no concept with {min_units} or more units", transform=ax.transAxes,
-                    ha="center", va="center", fontsize=8, color="grey")
-        ax.set_title(f"{layer}: {lab[lab['layer'] == layer]['description'].nunique()} unique concepts", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_png(fig, path)
+def comparison_table(summaries: dict[str, dict], configs: dict[str, dict]) -> pd.DataFrame:
+    """comparison.csv: one row per run and layer with its counts and category shares (0 where a run
+    has none of a category); ``configs``: each run's manifest config."""
+    rows = []
+    for name, summary in summaries.items():
+        cfg = configs[name]
+        for layer, s in summary[SUMMARY_LAYERS].items():
+            lead = (name, cfg["model"], cfg["method"], layer, s["units"], s["labelled_units"], s["unique_concepts"])
+            rows.append({**dict(zip(COMPARISON_LEAD, lead)),
+                         **{share_column(k): v for k, v in s.get("category_shares", {}).items()}})
+    return pd.DataFrame(rows).fillna(0.0)
 
 
-def category_shares_figure(summaries: dict[str, dict], path: str | os.PathLike) -> Path:
-    """Stacked bars of the share of labelled units per category, per layer, one group per run."""
-    rows = [(run, layer, cat, share) for run, s in summaries.items() for layer, v in s["layers"].items()
-            for cat, share in v.get("category_shares", {}).items()]
-    table = pd.DataFrame(rows, columns=["run", "layer", "category", "share"])
-    cats = sorted(table["category"].unique()) if len(table) else []
-    bars = [(run, layer) for run, s in summaries.items() for layer in s["layers"]]
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(bars) + 2), 3.5))
-    bottom = np.zeros(len(bars))
-    for i, cat in enumerate(cats):
-        vals = np.array([table[(table.run == r) & (table.layer == l) & (table.category == cat)]["share"].sum()
-                         for r, l in bars])
-        ax.bar(range(len(bars)), vals, bottom=bottom, label=cat, color=plt.get_cmap("tab10")(i % 10))
-        bottom += vals
-    ax.set_xticks(range(len(bars)), [f"{l}\n{r}" if len(summaries) > 1 else l for r, l in bars], fontsize=7)
-    ax.set_ylabel("share of labelled units")
-    ax.set_ylim(0, 1)
-    if cats:
-        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    return save_png(fig, path)
-
-
-def unique_concepts_figure(summaries: dict[str, dict], path: str | os.PathLike) -> Path:
-    """Unique concepts per layer, one bar per run (the side-by-side of two runs)."""
-    layers = list(dict.fromkeys(layer for s in summaries.values() for layer in s["layers"]))
-    width = 0.8 / len(summaries)
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(layers) + 2), 3.2))
-    for i, (run, s) in enumerate(summaries.items()):
-        vals = [s["layers"].get(layer, {}).get("unique_concepts", 0) for layer in layers]
-        ax.bar(np.arange(len(layers)) + i * width, vals, width, label=f"{run} ({s['overall']['unique_concepts']} overall)")
-    ax.set_xticks(np.arange(len(layers)) + width * (len(summaries) - 1) / 2, layers)
-    ax.set_ylabel("unique concepts")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_png(fig, path)
-
-
-def strips_figure(images: np.ndarray, maps: np.ndarray, titles: list[str], path: str | os.PathLike,
-                  thresholds: np.ndarray | None = None) -> Path:
-    """One row per unit: its top-activating images with the activation map over them.
-
-    ``images (R, T, H, W, 3)`` in [0, 1], ``maps (R, T, H, W)`` upsampled activations; with
-    ``thresholds (R,)`` the unit's mask (activation above threshold) is shown, else the map scaled
-    to the row's maximum.
-    """
-    r, t = images.shape[:2]
-    fig, axes = plt.subplots(r, t, figsize=(1.6 * t, 1.75 * r), squeeze=False)
-    for i in range(r):
-        scale = max(float(maps[i].max()), 1e-12)
-        for j in range(t):
-            ax = axes[i, j]
-            ax.imshow(images[i, j])
-            overlay = maps[i, j] > thresholds[i] if thresholds is not None else maps[i, j] / scale
-            ax.imshow(np.ma.masked_where(overlay <= 0, overlay), cmap="autumn", alpha=0.55, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[i, 0].set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    return save_png(fig, path)
+def unit_agreement(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """units.csv: per layer and unit, each run's label and whether they all agree; None when the
+    runs do not cover the same units."""
+    labels = [f.set_index(["layer", "unit"])["description"].rename(n) for n, f in frames.items()]
+    if any(set(f.index) != set(labels[0].index) for f in labels):
+        return None
+    units = pd.concat(labels, axis=1).reset_index()
+    units[AGREE] = units[list(frames)].nunique(axis=1) == 1
+    return units

@@ -20,23 +20,20 @@ checking that they explain the same images with the same model and weights, for 
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from skimage.filters import threshold_otsu
 
-from ..io import artifacts
-from ..io import readers
 from ..core.errors import UserError
-from ..viz.plots import save_png
+from ..io import artifacts, readers
+from ..io.schema import GROUND_TRUTH_COLUMNS, HEATMAP_KEYS, PAIRWISE_COLUMNS
 
 BINARIZE = ("top", "otsu")
 STAGES = ("cam_explain", "lime_explain")
-HEATMAPS, IMAGES = "heatmaps.npz", "images.npz"
+HEATMAPS, IMAGES, PREDICTIONS = "heatmaps.npz", "images.npz", "predictions.csv"
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
         manifest = readers.finished(folder, "explanations")
         if manifest.get("stage") not in STAGES:
             raise UserError(f"{folder} holds a {manifest.get('stage')} run, not one of {', '.join(STAGES)}")
-        z = artifacts.read_npz(folder / HEATMAPS, ("ids", "targets", *manifest["config"]["methods"]), "heatmaps")
+        z = artifacts.read_npz(folder / HEATMAPS, (*HEATMAP_KEYS, *manifest["config"]["methods"]), "heatmaps")
         ids, targets = z["ids"].tolist(), z["targets"]
         here = {m: z[m] for m in manifest["config"]["methods"]}
         if first is None:
@@ -129,7 +126,7 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
                 raise UserError(f"method {m} appears in two inputs; give each method once")
             maps[m] = v
         manifests[str(folder)] = manifest
-        predictions = artifacts.read_csv(folder / "predictions.csv", ("target", "target_name"), "predictions",
+        predictions = artifacts.read_csv(folder / PREDICTIONS, ("target", "target_name"), "predictions",
                                          dtype={"id": str})
         names.update(zip(predictions["target"].astype(int), predictions["target_name"].astype(str)))
     _, _, ids, targets = first
@@ -139,9 +136,9 @@ def load_explanations(folders: list[str | Path]) -> Explanations:
 @dataclass
 class Agreement:
     masks: dict[str, np.ndarray]     # method -> (N, S, S) bool
-    pairwise: pd.DataFrame           # image, method_a, method_b, iou (per image, then image "mean")
+    pairwise: pd.DataFrame           # PAIRWISE_COLUMNS, per image, then image "mean"
     pairwise_mean: pd.DataFrame      # method x method mean IoU (1 on the diagonal)
-    ground_truth: pd.DataFrame | None    # image, method, iou, chance_iou, hit, object_share, mask_share
+    ground_truth: pd.DataFrame | None    # GROUND_TRUTH_COLUMNS, concept world only
     summary: dict                    # means per pair and, on the concept world, per method
 
 
@@ -152,11 +149,9 @@ def compare(ex: Explanations, cfg: BinarizeConfig) -> Agreement:
     rows, means = [], {}
     for a, b in itertools.combinations(methods, 2):
         v = iou(masks[a], masks[b])
-        rows += [{"image": i, "method_a": a, "method_b": b, "iou": x} for i, x in zip(ex.ids, v)]
+        rows += [(i, a, b, x) for i, x in zip(ex.ids, v)]
         means[(a, b)] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-    pairwise = pd.DataFrame(rows + [{"image": "mean", "method_a": a, "method_b": b, "iou": v}
-                                    for (a, b), v in means.items()],
-                            columns=["image", "method_a", "method_b", "iou"])
+    pairwise = pd.DataFrame(rows + [("mean", a, b, v) for (a, b), v in means.items()], columns=list(PAIRWISE_COLUMNS))
     matrix = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
     for (a, b), v in means.items():
         matrix.loc[a, b] = matrix.loc[b, a] = v
@@ -169,51 +164,15 @@ def compare(ex: Explanations, cfg: BinarizeConfig) -> Agreement:
         frames = []
         for m in methods:
             size = masks[m].sum((1, 2))
-            frames.append(pd.DataFrame({
-                "image": ex.ids, "method": m, "iou": iou(masks[m], ex.objects),
-                "chance_iou": chance_iou(size, obj_size, n_pixels), "hit": pointing_hits(ex.maps[m], ex.objects),
-                "object_share": obj_size / n_pixels, "mask_share": size / n_pixels}))
+            frames.append(pd.DataFrame(dict(zip(GROUND_TRUTH_COLUMNS, (
+                ex.ids, m, iou(masks[m], ex.objects), chance_iou(size, obj_size, n_pixels),
+                pointing_hits(ex.maps[m], ex.objects), obj_size / n_pixels, size / n_pixels)))))
         truth = pd.concat(frames, ignore_index=True)
         summary["ground_truth"] = {
             m: {"iou": float(g["iou"].mean()), "chance_iou": float(g["chance_iou"].mean()),
                 "pointing_game": float(g["hit"].mean()), "pointing_chance": float(g["object_share"].mean())}
             for m, g in truth.groupby("method", sort=False)}
     return Agreement(masks, pairwise, matrix.reset_index(names="method"), truth, summary)
-
-
-def _outline(ax: plt.Axes, mask: np.ndarray, colour: str) -> None:
-    if mask.any() and not mask.all():
-        ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.8)
-
-
-def grid_figure(ex: Explanations, ag: Agreement, rows: int, path: str | os.PathLike, title: str) -> Path:
-    """Image x method grid for the first ``rows`` images: each map over the image, the outline of its
-    binarised mask in white and, on the concept world, the object's in green."""
-    methods = list(ex.maps)
-    n = min(rows, len(ex.ids))
-    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 2.0 * n + 0.4), squeeze=False)
-    for r in range(n):
-        axes[r, 0].imshow(ex.pixels[r])
-        target = int(ex.targets[r])
-        axes[r, 0].set_title(f"{ex.ids[r]}: {ex.class_names.get(target, target)}", fontsize=7)
-        for c, m in enumerate(methods, start=1):
-            ax = axes[r, c]
-            ax.imshow(ex.pixels[r])
-            ax.imshow(ex.maps[m][r], cmap="jet", alpha=0.5)
-            _outline(ax, ag.masks[m][r], "white")
-            label = m
-            if ex.objects is not None:
-                _outline(ax, ex.objects[r], "lime")
-                g = ag.ground_truth
-                row = g[(g["method"] == m) & (g["image"] == ex.ids[r])].iloc[0]
-                label = f"{m}\nIoU {row['iou']:.2f}{' hit' if row['hit'] else ''}"
-            ax.set_title(label, fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return save_png(fig, path)
 
 
 def input_hashes(folders: list[str | Path]) -> dict[str, str]:

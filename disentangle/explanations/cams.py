@@ -42,7 +42,7 @@ from tqdm import tqdm
 from ..core.errors import UserError
 from ..core.hooks import Recording, capture
 from ..core.models import ModelSpec
-from ..data.photos import ImageSet, normalise
+from ..data.images import normalise
 
 METHODS = ("gradcam", "gradcampp", "scorecam", "ablationcam", "eigencam")
 GRADIENT_METHODS = ("gradcam", "gradcampp")
@@ -53,7 +53,8 @@ class CamConfig:
     """What a CAM run computes (all of it goes into the manifest)."""
     methods: tuple[str, ...]
     layer: str
-    target: int | None      # class to explain; None: each image's top-1 prediction
+    target: int | str | None   # class to explain: an index, "label" (each image's true class) or None
+                               # (each image's top-1 prediction)
 
     def __post_init__(self):
         check_methods(self.methods)
@@ -79,11 +80,11 @@ def check_layer(model: nn.Module, layer: str) -> None:
                         f"{', '.join(last)})") from None
 
 
-def probe(model: nn.Module, spec: ModelSpec, images: ImageSet, cfg: CamConfig, device: torch.device) -> None:
-    """Fail at once, on the first image, where ``cfg.layer`` cannot serve ``cfg.methods``: it must
-    exist and give a feature map, and for ablationcam it must cut the network."""
+def probe(model: nn.Module, spec: ModelSpec, pixels: np.ndarray, cfg: CamConfig, device: torch.device) -> None:
+    """Fail at once, on the first of ``pixels (N, S, S, 3)`` uint8, where ``cfg.layer`` cannot serve
+    ``cfg.methods``: it must exist and give a feature map, and for ablationcam it must cut the network."""
     check_layer(model, cfg.layer)
-    x = normalise(torch.from_numpy(images.pixels[:1]).to(device), spec)       # (1, 3, S, S)
+    x = normalise(torch.from_numpy(pixels[:1]).to(device), spec)              # (1, 3, S, S)
     p = layer_pass(model, cfg.layer, x, None, gradients=False)
     if "ablationcam" in cfg.methods:
         with torch.no_grad():
@@ -119,11 +120,18 @@ class LayerPass:
     score: torch.Tensor               # (B,) its logit S
 
 
-def layer_pass(model: nn.Module, layer: str, x: torch.Tensor, target: int | None, gradients: bool) -> LayerPass:
-    """Activations of ``layer`` for ``x (B, 3, H, W)``, the logits, and ``∂S/∂A`` if ``gradients``."""
+def layer_pass(model: nn.Module, layer: str, x: torch.Tensor, target: int | torch.Tensor | None,
+               gradients: bool) -> LayerPass:
+    """Activations of ``layer`` for ``x (B, 3, H, W)``, the logits, and ``∂S/∂A`` if ``gradients``.
+    ``target``: one class for every image, a ``(B,)`` tensor of classes, or None (the top-1)."""
     with tap(model, layer) as rec, torch.set_grad_enabled(gradients):
         logits = model(x)                                                     # (B, K)
-        t = logits.argmax(1) if target is None else torch.full((len(x),), target, device=x.device)
+        if target is None:
+            t = logits.argmax(1)
+        elif isinstance(target, torch.Tensor):
+            t = target.to(x.device)
+        else:
+            t = torch.full((len(x),), target, device=x.device)
         score = logits.gather(1, t[:, None]).squeeze(1)                       # (B,)
     acts = rec.leaves[layer]
     grads = torch.autograd.grad(score.sum(), acts)[0] if gradients else None
@@ -229,10 +237,11 @@ def finish(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return _minmax(up[:, 0])
 
 
-def explain(model: nn.Module, layer: str, x: torch.Tensor, methods: Sequence[str], target: int | None,
-            batch_size: int, done: Callable[[str, float], None] | None = None
+def explain(model: nn.Module, layer: str, x: torch.Tensor, methods: Sequence[str],
+            target: int | torch.Tensor | None, batch_size: int, done: Callable[[str, float], None] | None = None
             ) -> tuple[dict[str, torch.Tensor], LayerPass]:
-    """Maps ``(B, H, W)`` of ``x (B, 3, H, W)`` for each method, all from one shared layer pass.
+    """Maps ``(B, H, W)`` of ``x (B, 3, H, W)`` for each method, all from one shared layer pass, for
+    ``target`` (see ``layer_pass``).
     ``done(method, seconds)`` is called as each method finishes (its seconds include the shared pass)."""
     start = _clock(x.device)
     p = layer_pass(model, layer, x, target, gradients=any(m in GRADIENT_METHODS for m in methods))
@@ -269,25 +278,30 @@ class CamResult:
     seconds: dict[str, float]     # method -> seconds over all images
 
 
-def explain_images(model: nn.Module, spec: ModelSpec, images: ImageSet, cfg: CamConfig, batch_size: int,
-                   device: torch.device) -> CamResult:
-    """Maps of every image, ``batch_size`` images per layer pass and masked inputs per forward pass.
-    (``probe`` first to fail before any work on a layer that cannot serve.)"""
+def explain_images(model: nn.Module, spec: ModelSpec, pixels: np.ndarray, cfg: CamConfig, batch_size: int,
+                   device: torch.device, labels: np.ndarray | None = None) -> CamResult:
+    """Maps of every picture of ``pixels (N, S, S, 3)`` uint8, ``batch_size`` images per layer pass
+    and masked inputs per forward pass; ``labels (N,)``, the true classes, are explained when
+    ``cfg.target`` is ``"label"``. (``probe`` first to fail before any work on a layer that cannot serve.)"""
     if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+    if cfg.target == "label" and labels is None:
+        raise ValueError("target 'label' needs the images' labels")
     maps: dict[str, list[np.ndarray]] = {m: [] for m in cfg.methods}
     target, probability, top1 = [], [], []
     seconds = dict.fromkeys(cfg.methods, 0.0)
-    n = len(images.ids)
+    n = len(pixels)
     with tqdm(total=n * len(cfg.methods), desc=f"CAMs at {cfg.layer}", unit="map") as bar:
         for start in range(0, n, batch_size):
-            x = normalise(torch.from_numpy(images.pixels[start:start + batch_size]).to(device), spec)
+            x = normalise(torch.from_numpy(pixels[start:start + batch_size]).to(device), spec)
+            classes = (torch.as_tensor(labels[start:start + batch_size], dtype=torch.long) if cfg.target == "label"
+                       else cfg.target)
 
             def done(method: str, s: float, rows: int = len(x)) -> None:
                 seconds[method] += s
                 bar.update(rows)
 
-            batch, p = explain(model, cfg.layer, x, cfg.methods, cfg.target, batch_size, done)
+            batch, p = explain(model, cfg.layer, x, cfg.methods, classes, batch_size, done)
             for m, v in batch.items():
                 maps[m].append(v.cpu().numpy())
             probs = p.logits.float().softmax(1)

@@ -13,30 +13,27 @@ Two departures from calling ``LimeImageExplainer`` as is, neither of which chang
 - ``BatchedLimeImageExplainer.data_labels`` builds the perturbed pictures on the device in one
   indexing step per batch (``where(keep[:, segments], image, fudged)``) instead of LIME's Python loop
   over samples and superpixels, with the same random patterns from the same ``random_state``; the
-  model sees pixels and is normalised inside the classifier function (``photos.normalise``).
+  model sees pixels and is normalised inside the classifier function (``images.normalise``).
 - SLIC is asked to number superpixels from 0 (``start_label=0``). LIME assumes labels
   ``0..F-1``; scikit-image's SLIC starts at 1 by default, and LIME would then never hide the last
   superpixel and carry a feature (0) that covers no pixel.
 """
 from __future__ import annotations
 
-import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 
 import numpy as np
 import torch
 from lime import lime_image
 from lime.wrappers.scikit_image import SegmentationAlgorithm
-from PIL import Image
-from skimage.segmentation import find_boundaries
 from torch import nn
 from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.models import ModelSpec
-from ..data.photos import ImageSet, normalise
+from ..data.images import normalise
 
 SEGMENTATIONS = ("slic", "quickshift")
 KERNEL_WIDTH = 0.25        # LimeImageExplainer's default
@@ -56,7 +53,8 @@ class LimeConfig:
     num_features: int = 5          # superpixels in the mask: the top positive ones
     num_samples: int = 1000        # perturbed pictures per image
     top_labels: int = 5            # classes explained when target is None (top-1 first)
-    target: int | None = None      # class to explain; None: each image's top-1 prediction
+    target: int | str | None = None  # class to explain: an index, "label" (each image's true class) or
+                                     # None (each image's top-1 prediction)
     seed: int = 0                  # LIME's random_state, per image; quickshift's rng
 
     def __post_init__(self):
@@ -99,7 +97,7 @@ class Classifier:
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: torch.device, batch_size: int):
         if batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+            raise UserError(f"--batch_size must be at least 1, got {batch_size}")
         self.model, self.spec, self.device, self.batch_size = model, spec, device, batch_size
 
     @torch.no_grad()
@@ -148,7 +146,8 @@ class LimeResult:
 
 
 def explain_image(pixels: np.ndarray, classifier: Classifier, cfg: LimeConfig) -> dict:
-    """LIME on one ``(S, S, 3)`` uint8 picture; a fresh explainer seeded with ``cfg.seed``."""
+    """LIME on one ``(S, S, 3)`` uint8 picture; a fresh explainer seeded with ``cfg.seed``.
+    ``cfg.target``: a class index or None (the ``top_labels`` top classes)."""
     explainer = BatchedLimeImageExplainer(classifier.device, kernel_width=KERNEL_WIDTH, random_state=cfg.seed)
     fixed = cfg.target is not None
     exp = explainer.explain_instance(
@@ -168,27 +167,21 @@ def explain_image(pixels: np.ndarray, classifier: Classifier, cfg: LimeConfig) -
             "score": float(exp.score), "local_pred": float(np.ravel(exp.local_pred)[0])}
 
 
-def explain_images(model: nn.Module, spec: ModelSpec, images: ImageSet, cfg: LimeConfig, batch_size: int,
-                   device: torch.device) -> LimeResult:
-    """LIME on every image, the model called ``batch_size`` pictures at a time."""
+def explain_images(model: nn.Module, spec: ModelSpec, pixels: np.ndarray, cfg: LimeConfig, batch_size: int,
+                   device: torch.device, labels: np.ndarray | None = None) -> LimeResult:
+    """LIME on every picture of ``pixels (N, S, S, 3)`` uint8, the model called ``batch_size``
+    pictures at a time; ``labels (N,)``, the true classes, are explained when ``cfg.target`` is ``"label"``."""
+    if cfg.target == "label" and labels is None:
+        raise ValueError("target 'label' needs the images' labels")
     classifier = Classifier(model, spec, device, batch_size)
-    probs = classifier(images.pixels)                                                # (N, K) unperturbed
+    probs = classifier(pixels)                                                       # (N, K) unperturbed
+    configs = [replace(cfg, target=int(c)) for c in labels] if cfg.target == "label" else [cfg] * len(pixels)
     start = time.perf_counter()
-    per_image = [explain_image(p, classifier, cfg)
-                 for p in tqdm(images.pixels, desc=f"LIME ({cfg.num_samples} samples)", unit="image")]
+    progress = tqdm(zip(pixels, configs), total=len(pixels), desc=f"LIME ({cfg.num_samples} samples)", unit="image")
+    per_image = [explain_image(p, classifier, c) for p, c in progress]
     seconds = time.perf_counter() - start
     out = {k: np.stack([r[k] for r in per_image]) for k in per_image[0]}
     target = out["labels"][:, 0]
     return LimeResult(out["labels"], out["heatmaps"], out["masks"], out["segments"],
                       probs[np.arange(len(target)), target], probs.argmax(1), out["intercept"], out["score"],
                       out["local_pred"], seconds)
-
-
-def mask_overlay_png(pixels: np.ndarray, mask: np.ndarray) -> bytes:
-    """PNG bytes of ``pixels (S, S, 3)`` uint8 with everything outside ``mask (S, S)`` dimmed and
-    the mask's outline in yellow: LIME's usual picture of an explanation."""
-    out = np.where(mask[..., None] > 0, pixels, (0.3 * pixels).astype(np.uint8))
-    out[find_boundaries(mask > 0, mode="inner")] = (255, 230, 0)
-    buf = io.BytesIO()
-    Image.fromarray(out).save(buf, format="PNG")
-    return buf.getvalue()

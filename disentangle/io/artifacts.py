@@ -353,7 +353,7 @@ def open_output(folder: str | os.PathLike, manifest: dict, overwrite: bool = Fal
     started = not done and any(folder.glob(progress))
     old_batch = old.get("runtime", {}).get("batch_size")
     if problem is None and started and old_batch != manifest["runtime"].get("batch_size"):
-        problem = f"an unfinished run with --batch-size {old_batch} (rerun with --batch-size {old_batch} to resume it)"
+        problem = f"an unfinished run with --batch_size {old_batch} (rerun with --batch_size {old_batch} to resume it)"
     if problem is None:
         return "complete" if done else "resume" if started else _replace(folder, stub=True)
     if not done and not started:

@@ -45,7 +45,8 @@ class Clusters:
 
     def channels(self, cluster: int) -> np.ndarray:
         if not 0 <= cluster < self.k:
-            raise UserError(f"cluster {cluster} does not exist: {self.folder} has k={self.k} clusters (0..{self.k - 1})")
+            raise UserError(f"cluster {cluster} does not exist: {self.folder} has k={self.k} clusters "
+                            f"(0..{self.k - 1})")
         return np.flatnonzero(self.labels == cluster)
 
 
@@ -84,7 +85,8 @@ class Baseline:
                             f"({problem.replace(' there,', ' in the baseline,').replace(' now', ' in the run')})")
         if manifest["config"].get("baseline_sha256") != self.sha256:
             raise UserError(f"the {what} in {folder} was made against an earlier baseline in {self.folder} "
-                            f"(replaced since); rerun it with --overwrite (run_experiments.py --overwrite for the grid)")
+                            f"(replaced since); rerun it with --overwrite (run_experiments.py --overwrite for the "
+                            f"grid)")
 
 
 def load_baseline(folder: str | Path) -> Baseline:

@@ -82,12 +82,131 @@ class ControlColumns:
 
 
 # --- dissection: descriptions.csv, summary.json (dissect_neurons.py, compare_dissections.py) -------
+@dataclass
+class UnitDescription:
+    """One row of descriptions.csv per layer and unit: its best concept (CLIP-Dissect's columns)."""
+    layer: str
+    unit: int
+    description: str
+    similarity: float          # the similarity function's score; for mask-IoU, the IoU
+    category: str
+
+
+@dataclass
+class MaskIoUDescription(UnitDescription):
+    """A row of a mask-IoU dissection's descriptions.csv."""
+    iou: float
+    detector: bool             # IoU above --iou_threshold
+    threshold: float           # the unit's activation threshold (its top --quantile)
+    top_concepts: str          # its three best concepts, 'name (iou); ...'
+
+
+@dataclass
+class DissectionCounts:
+    """summary.json holds these under ``SUMMARY_OVERALL`` and, per layer, ``SUMMARY_LAYERS``."""
+    units: int
+    labelled_units: int        # mask-IoU: detectors; CLIP-Dissect: every unit
+    unique_concepts: int
+    units_per_concept: dict[str, int]
+    category_shares: dict[str, float]
+
+
+SUMMARY_OVERALL, SUMMARY_LAYERS = "overall", "layers"
+# comparison.csv (one row per run and layer) and units.csv (per unit, each run's label).
+COMPARISON_LEAD = ("run", "model", "method", "layer", "units", "labelled_units", "unique_concepts")
+AGREE = "agree"
+
+
+def share_column(category: str) -> str:
+    """``share_colour``: a category's share of a layer's labelled units, in comparison.csv."""
+    return f"share_{category}"
 
 
 # --- explanations: predictions.csv, heatmaps.npz, pairwise_iou.csv, ground_truth.csv ---------------
+PREDICTION_COLUMNS = ("id", "label", "target", "target_name", "probability", "top1", "top1_name")
+LIME_PREDICTION_COLUMNS = ("superpixels", "mask_share", "intercept", "score", "local_pred")   # after the above
+HEATMAP_KEYS = ("ids", "targets")            # heatmaps.npz: these, then one (N, S, S) map per method
+IMAGE_KEYS = ("ids", "pixels", "labels")     # images.npz: these, and "objects" where known
+PAIRWISE_COLUMNS = ("image", "method_a", "method_b", "iou")
+GROUND_TRUTH_COLUMNS = ("image", "method", "iou", "chance_iou", "hit", "object_share", "mask_share")
 
 
 # --- linear explanations and simulation: explanations.csv, correlations.csv, ablation.csv ---------
+# explanations.csv: these, then weight{i} and concept{i} for i = 1..max_length (in the order the
+# concepts were added; empty past an explanation's length), then BIAS.
+EXPLANATION_LEAD = ("layer", "unit", "val correlation")
+BIAS = "bias"
+DESCRIPTION = "description"        # UnitDescription.description: the one concept simulation reads from descriptions.csv
+
+
+def weight_column(i: int) -> str:
+    """``weight1``: the weight of an explanation's ``i``-th concept (from 1)."""
+    return f"weight{i}"
+
+
+def concept_column(i: int) -> str:
+    """``concept1``: the name of an explanation's ``i``-th concept (from 1)."""
+    return f"concept{i}"
+
+
+def explanation_columns(max_length: int) -> tuple[str, ...]:
+    terms = [c for i in range(1, max_length + 1) for c in (weight_column(i), concept_column(i))]
+    return (*EXPLANATION_LEAD, *terms, BIAS)
+
+
+def explanation_length(columns) -> int:
+    """The number of ``concept{i}`` columns of an explanations table (0: none)."""
+    return max((int(c[len("concept"):]) for c in columns
+                if c.startswith("concept") and c[len("concept"):].isdigit()), default=0)
+
+
+CORRELATION_COLUMNS = ("method", "layer", "unit", "test correlation")                  # correlations.csv
+SIMULATION_SUMMARY_COLUMNS = ("method", "kind", "neurons", "simulated", "mean correlation",
+                              "median correlation")                                       # summary.csv
+ABLATION_COLUMNS = ("layer", "unit", "sum_abs_dce_simulated", "sum_abs_dce_mean", "score")   # ablation.csv
+
+
+@dataclass
+class AblationResult:
+    """ablation.json: the overall ablation score of one explanation file."""
+    score: float                   # 1 - sum_abs_dce_simulated / sum_abs_dce_mean
+    units: int                     # units simulated
+    not_simulated: list[int]       # units whose description is not among the concepts
+    test_images: int
+    sum_abs_dce_simulated: float
+    sum_abs_dce_mean: float
 
 
 # --- interpretability score: trials (data.csv) and results -----------------------------------------
+CATEGORY, GROUND_TRUTH, LEVEL, IMAGE_INDEX = "trial_category", "ground_truth", "level", "image_index"
+TRIAL_LEAD = (CATEGORY, GROUND_TRUTH, LEVEL, IMAGE_INDEX)      # what --extract writes first
+TRIAL_REQUIRED = (CATEGORY, GROUND_TRUTH, LEVEL)                # what scoring needs
+TRIAL_KINDS = ("activation", "ablate", "amplify")     # per neuron: activation, Δp zeroed, Δp doubled
+AXES = ("S", "C", "R", "H")
+
+
+def trial_column(kind: str, neuron: int | str) -> str:
+    """``activation_3``, ``ablate_3``, ``amplify_3``: a neuron's column of ``kind`` (``TRIAL_KINDS``)."""
+    return f"{kind}_{neuron}"
+
+
+@dataclass
+class ScoreRow:
+    """One neuron of the score results, which start with ``RANK``."""
+    neuron: str
+    concept: str
+    S: float
+    C: float
+    R: float
+    H: float
+    score: float
+    activation_threshold: float
+    hedges_g: float
+    p_value: float
+    n_concept_clean: int
+    n_other_clean: int
+    weights_used: str              # 'S=0.300 C=0.300 ...': the weights renormalised over the axes available
+    notes: str
+
+
+RANK = "rank"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,8 @@ import pandas as pd
 from scipy import stats
 
 from ..core.errors import UserError
-
-AXES = ("S", "C", "R", "H")
-REQUIRED = ("trial_category", "ground_truth", "level")
+from ..io.schema import (AXES, CATEGORY, GROUND_TRUTH, LEVEL, RANK, TRIAL_KINDS, TRIAL_REQUIRED, ScoreRow,
+                         trial_column)
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,11 @@ class ScoreConfig:
 
     def __post_init__(self):
         if not 0 < self.threshold_percentile < 1:
-            raise UserError(f"--threshold-percentile must be in (0, 1), got {self.threshold_percentile}")
+            raise UserError(f"--threshold_percentile must be in (0, 1), got {self.threshold_percentile}")
         if not 0 < self.min_p_value <= 1:
-            raise UserError(f"--min-p-value must be in (0, 1], got {self.min_p_value}")
+            raise UserError(f"--min_p_value must be in (0, 1], got {self.min_p_value}")
         if len(self.weights) != 4 or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-            raise UserError(f"--weights takes four non-negative numbers (S C R H) with a positive sum, "
+            raise UserError(f"--axis_weights takes four non-negative numbers (S C R H) with a positive sum, "
                             f"got {' '.join(map(str, self.weights))}")
 
 
@@ -135,9 +134,10 @@ def load_trials(path: str | Path, human_col: str) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise UserError(f"{path} is not a readable CSV: {str(e).splitlines()[0]}") from None
-    missing = [c for c in REQUIRED if c not in frame.columns]
+    missing = [c for c in TRIAL_REQUIRED if c not in frame.columns]
     if missing:
-        raise UserError(f"{path} lacks the column {missing[0]!r} (needs {', '.join(REQUIRED)}, activation_<neuron>)")
+        raise UserError(f"{path} lacks the column {missing[0]!r} (needs {', '.join(TRIAL_REQUIRED)}, "
+                        f"{trial_column('activation', '<neuron>')})")
     if frame.empty:
         raise UserError(f"{path} has no trials")
 
@@ -147,10 +147,10 @@ def load_trials(path: str | Path, human_col: str) -> pd.DataFrame:
             value = "the cell" if what == "is empty" else repr(str(frame[col].iloc[row]))
             raise UserError(f"{path}, line {row + 2} (data row {row + 1}), column {col!r}: {value} {what}")
 
-    for col in ("trial_category", "ground_truth"):
+    for col in (CATEGORY, GROUND_TRUTH):
         bad(col, frame[col].isna().to_numpy() | (frame[col].astype(str).str.strip() == "").to_numpy(), "is empty")
         frame[col] = frame[col].astype(str)
-    numeric = [c for c in frame.columns if c.startswith(("activation_", "ablate_", "amplify_"))] + ["level"]
+    numeric = [c for c in frame.columns if c.startswith(tuple(trial_column(k, "") for k in TRIAL_KINDS))] + [LEVEL]
     if human_col in frame.columns:
         numeric.append(human_col)
     for col in numeric:
@@ -176,14 +176,14 @@ def load_neuron_map(path: str | Path, trials: pd.DataFrame) -> dict[str, str]:
     for key, concept in mapping.items():
         if not isinstance(concept, str) or not concept:
             raise UserError(f"{path}: neuron {key!r} maps to {concept!r}, not a concept name")
-        if f"activation_{key}" not in trials.columns:
-            raise UserError(f"{path}: neuron {key!r} has no column 'activation_{key}' in the data")
+        if trial_column("activation", key) not in trials.columns:
+            raise UserError(f"{path}: neuron {key!r} has no column {trial_column('activation', key)!r} in the data")
     return {str(k): v for k, v in mapping.items()}
 
 
 def score_neurons(trials: pd.DataFrame, mapping: dict[str, str], cfg: ScoreConfig) -> pd.DataFrame:
     """One row per mapped neuron with its axes, score, thresholds, p-values and notes; ranked."""
-    levels = trials["level"].to_numpy()
+    levels = trials[LEVEL].to_numpy()
     clean = levels == cfg.clean_level
     if not clean.any():
         raise UserError(f"no trial has the clean level {cfg.clean_level:g} (levels present: "
@@ -191,15 +191,16 @@ def score_neurons(trials: pd.DataFrame, mapping: dict[str, str], cfg: ScoreConfi
     human = trials[cfg.human_score_col].to_numpy() if cfg.human_score_col in trials.columns else None
     rows = []
     for neuron, concept in mapping.items():
-        act = trials[f"activation_{neuron}"].to_numpy()
-        target = shows(trials["trial_category"], concept)
+        act = trials[trial_column("activation", neuron)].to_numpy()
+        target = shows(trials[CATEGORY], concept)
         notes = []
         if not (target & clean).any():
             notes.append(f"no clean trial shows {concept!r}")
         s, g, p = calculate_selectivity_score(act[target & clean], act[~target & clean], cfg.min_p_value)
-        if f"ablate_{neuron}" in trials.columns and f"amplify_{neuron}" in trials.columns:
+        ablate, amplify = trial_column("ablate", neuron), trial_column("amplify", neuron)
+        if ablate in trials.columns and amplify in trials.columns:
             sel = target & clean
-            c = calculate_causality_score(trials.loc[sel, f"ablate_{neuron}"], trials.loc[sel, f"amplify_{neuron}"])
+            c = calculate_causality_score(trials.loc[sel, ablate], trials.loc[sel, amplify])
         else:
             c = math.nan
             notes.append("C not available: no ablate_/amplify_ columns")
@@ -213,13 +214,13 @@ def score_neurons(trials: pd.DataFrame, mapping: dict[str, str], cfg: ScoreConfi
             notes.append(f"H not available: no column {cfg.human_score_col!r}")
         if p == p and p > cfg.min_p_value:
             notes.append(f"selectivity not significant (p={p:.3g} > {cfg.min_p_value:g})")
-        axes = {"S": s, "C": c, "R": r, "H": h}
+        axes = dict(zip(AXES, (s, c, r, h)))
         score, used = calculate_interpretability_score(axes, cfg.weights)
-        rows.append({"neuron": neuron, "concept": concept, **axes, "score": score,
-                     "activation_threshold": threshold, "hedges_g": g, "p_value": p,
-                     "n_concept_clean": int((target & clean).sum()), "n_other_clean": int((~target & clean).sum()),
-                     "weights_used": " ".join(f"{a}={w:.3f}" for a, w in used.items()),
-                     "notes": "; ".join(notes)})
-    out = pd.DataFrame(rows).sort_values("score", ascending=False, na_position="last", kind="stable")
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
+        rows.append(ScoreRow(neuron, concept, **axes, score=score, activation_threshold=threshold, hedges_g=g,
+                             p_value=p, n_concept_clean=int((target & clean).sum()),
+                             n_other_clean=int((~target & clean).sum()),
+                             weights_used=" ".join(f"{a}={w:.3f}" for a, w in used.items()), notes="; ".join(notes)))
+    out = pd.DataFrame([asdict(r) for r in rows]).sort_values("score", ascending=False, na_position="last",
+                                                              kind="stable")
+    out.insert(0, RANK, np.arange(1, len(out) + 1))
     return out.reset_index(drop=True)

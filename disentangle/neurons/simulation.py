@@ -15,7 +15,6 @@ a one-concept description (dissect_neurons.py: ``description``), so methods shar
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..io import artifacts
+from ..io.schema import BIAS, DESCRIPTION, EXPLANATION_LEAD, concept_column, explanation_length, weight_column
 from ..core.errors import UserError
 from ..core.hooks import hooks
 from .linear import simulate
@@ -58,32 +58,33 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
             if key in theirs and artifacts.config_mismatch({key: theirs[key]}, {key: config[key]}):
                 raise UserError(f"{path} was made with {key} {theirs[key]!r}, not {config[key]!r} as asked here"
                                 + (" (the test split must be the explanations' own)" if key in SPLIT_KEYS else ""))
-    frame = artifacts.read_csv(path, ("layer", "unit"), "explanation file")
-    frame = frame[frame["layer"].astype(str).isin(layer_names)]
+    layer, unit = EXPLANATION_LEAD[:2]
+    frame = artifacts.read_csv(path, (layer, unit), "explanation file")
+    frame = frame[frame[layer].astype(str).isin(layer_names)]
     if frame.empty:
         raise UserError(f"{path} has no rows for layer {' or '.join(sorted(layer_names))}")
     index = {n: i for i, n in enumerate(names)}
     units, missing = {}, []
-    if "concept1" in frame:
-        k = max(int(m.group(1)) for c in frame.columns if (m := re.fullmatch(r"concept(\d+)", c)))
+    if concept_column(1) in frame:
+        k = explanation_length(frame.columns)
         for _, row in frame.iterrows():
-            pairs = [(row[f"concept{i}"], row[f"weight{i}"]) for i in range(1, k + 1)
-                     if isinstance(row[f"concept{i}"], str)]
+            pairs = [(row[concept_column(i)], row[weight_column(i)]) for i in range(1, k + 1)
+                     if isinstance(row[concept_column(i)], str)]
             unknown = [c for c, _ in pairs if c not in index]
             if unknown:
-                raise UserError(f"{path}: unit {row['unit']} uses concepts {unknown[:3]} that are not in this "
+                raise UserError(f"{path}: unit {row[unit]} uses concepts {unknown[:3]} that are not in this "
                                 f"concept set; simulate with the --mode and data it was explained with")
-            units[int(row["unit"])] = ([index[c] for c, _ in pairs], [float(w) for _, w in pairs], float(row["bias"]))
+            units[int(row[unit])] = ([index[c] for c, _ in pairs], [float(w) for _, w in pairs], float(row[BIAS]))
         method = "linear explanation"
-    elif "description" in frame:
+    elif DESCRIPTION in frame:
         for _, row in frame.iterrows():
-            if row["description"] in index:
-                units[int(row["unit"])] = ([index[row["description"]]], [1.0], 0.0)
+            if row[DESCRIPTION] in index:
+                units[int(row[unit])] = ([index[row[DESCRIPTION]]], [1.0], 0.0)
             else:
-                missing.append(int(row["unit"]))
+                missing.append(int(row[unit]))
         method = "description"
     else:
-        raise UserError(f"{path} has neither concept1.. columns nor a description column")
+        raise UserError(f"{path} has neither {concept_column(1)}.. columns nor a {DESCRIPTION} column")
     return Simulator(method, units, missing)
 
 

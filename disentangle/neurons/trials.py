@@ -8,6 +8,8 @@ neuron is zeroed (``ablate_<n>``) and doubled (``amplify_<n>``).
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -15,6 +17,10 @@ import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
 from ..core.hooks import capture, channel_mask, hooks, scale_hook
+from ..io.schema import CATEGORY, GROUND_TRUTH, IMAGE_INDEX, LEVEL, trial_column
+
+# The neuron's channel is multiplied by this in the trials' ablate_<n> and amplify_<n> columns.
+FACTORS = {"ablate": 0.0, "amplify": 2.0}
 
 
 def perturb(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -27,8 +33,10 @@ def perturb(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Ten
 
 
 @torch.no_grad()
-def extract_trials(model: torch.nn.Module, loader, block: str, class_names: list[str], neurons: list[int],
+def extract_trials(model: torch.nn.Module, loader: Iterable, block: str, class_names: list[str], neurons: list[int],
                    levels: int, device: torch.device, seed: int) -> pd.DataFrame:
+    """One row per image of ``loader`` (batches ``(x (B, 3, S, S), labels (B,), indices (B,))``) and
+    level ``1..levels`` (see module doc), sorted by image then level; ``seed`` seeds the noise."""
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for x, y, idx in tqdm(loader, desc="trials", unit="batch"):
@@ -38,17 +46,16 @@ def extract_trials(model: torch.nn.Module, loader, block: str, class_names: list
             with capture(model, [block]) as rec:
                 p = model(xp).softmax(1).gather(1, y[:, None]).squeeze(1)
             acts = rec.outputs[block].float().mean((2, 3))                 # (B, C)
-            frame = {"trial_category": [class_names[int(c)] for c in y], "ground_truth": y.cpu().numpy(),
-                     "level": level, "image_index": idx.numpy()}
+            frame = {CATEGORY: [class_names[int(c)] for c in y], GROUND_TRUTH: y.cpu().numpy(), LEVEL: level,
+                     IMAGE_INDEX: idx.numpy()}
             n_channels = acts.shape[1]
             for n in neurons:
-                frame[f"activation_{n}"] = acts[:, n].cpu().numpy()
+                frame[trial_column("activation", n)] = acts[:, n].cpu().numpy()
             for n in neurons:
-                for name, factor in (("ablate", 0.0), ("amplify", 2.0)):
+                for name, factor in FACTORS.items():
                     with hooks(model, [(block, scale_hook(channel_mask([n], n_channels), factor))]):
                         q = model(xp).softmax(1).gather(1, y[:, None]).squeeze(1)
-                    frame[f"{name}_{n}"] = (q - p).cpu().numpy()
+                    frame[trial_column(name, n)] = (q - p).cpu().numpy()
             rows.append(pd.DataFrame(frame))
     out = pd.concat(rows, ignore_index=True)
-    return out.sort_values(["image_index", "level"], kind="stable").reset_index(drop=True).astype(
-        {"ground_truth": np.int64})
+    return out.sort_values([IMAGE_INDEX, LEVEL], kind="stable").reset_index(drop=True).astype({GROUND_TRUTH: np.int64})

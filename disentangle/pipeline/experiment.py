@@ -119,7 +119,8 @@ def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode
         else:
             cells_masks = [(group[0].out, channel_mask([], n_channels))]
             hooks = [(path, block_hook(masks[0], "zero"))]
-        label = f"{block}: {len(group)} masks, one pass" if mode == "detach" else f"{group[0].stage} {group[0].out.name}"
+        label = (f"{block}: {len(group)} masks, one pass" if mode == "detach"
+                 else f"{group[0].stage} {group[0].out.name}")
         evaluation.run(s.model, s.loader(auto.start), ctx.cfg, path, cells_masks, s.device, ctx.baseline.targets,
                        s.runtime.ig_batch, desc=label, save_attributions=settings.save_attributions, auto=auto,
                        stem=s.spec.stem, plain=s.runtime.plain, fwd_hooks=hooks)
@@ -151,8 +152,8 @@ def filtered_cell(clusters: readers.Clusters, cluster: int, out: str | Path | No
                   mode: str = "detach", root: Path = layout.OUTPUTS) -> Cell:
     """The cell blocking ``cluster`` of ``clusters`` (default folder: the layout's)."""
     folder = Path(out) if out else layout.filtered_dir(clusters.block, cluster, clusters.k, mode, root)
-    return Cell(folder, clusters.block, clusters.channels(cluster), "filtered_eval", {"cluster": cluster, "k": clusters.k},
-                {"neuron_stats": str(clusters.folder)})
+    return Cell(folder, clusters.block, clusters.channels(cluster), "filtered_eval",
+                {"cluster": cluster, "k": clusters.k}, {"neuron_stats": str(clusters.folder)})
 
 
 def control_cells(clusters: readers.Clusters, cluster: int, n_random: int | None, repeats: int, seed: int,

@@ -144,7 +144,8 @@ def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = pri
             blocked_accuracy(readers.load_clusters(layout.stats_dir(b, k, root)), c, max(1, cfg.images // per_batch),
                              fixed, layout.accuracy_file(b, c, k, root))
         elif step.kind == "controlviz":
-            compare_to_controls(layout.filtered_dir(b, c, k, "detach", root), layout.control_dir(b, c, k, "detach", root))
+            compare_to_controls(layout.filtered_dir(b, c, k, "detach", root),
+                                layout.control_dir(b, c, k, "detach", root))
         else:
             summary, _ = write_grid_summary(root)
         log(f"[{i}/{len(steps)}] {step.label()}{done}")

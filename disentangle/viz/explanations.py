@@ -1,0 +1,74 @@
+"""Pictures of explanations: a heatmap over its image, LIME's mask, and the agreement grid.
+
+Every picture is rendered in memory (PNG bytes, or a figure written atomically by ``save_png``).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from ..explanations.agreement import Agreement, Explanations
+from .plots import save_png
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def overlay_png(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> bytes:
+    """PNG bytes of ``pixels (S, S, 3)`` uint8 blended with ``heat (S, S)`` in [0, 1] (jet)."""
+    colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    blend = (1 - alpha) * pixels / 255 + alpha * colour
+    return _png(np.round(255 * blend).astype(np.uint8))
+
+
+def mask_overlay_png(pixels: np.ndarray, mask: np.ndarray) -> bytes:
+    """PNG bytes of ``pixels (S, S, 3)`` uint8 with everything outside ``mask (S, S)`` dimmed and
+    the mask's outline in yellow: LIME's usual picture of an explanation."""
+    out = np.where(mask[..., None] > 0, pixels, (0.3 * pixels).astype(np.uint8))
+    out[find_boundaries(mask > 0, mode="inner")] = (255, 230, 0)
+    return _png(out)
+
+
+def _outline(ax: plt.Axes, mask: np.ndarray, colour: str) -> None:
+    if mask.any() and not mask.all():
+        ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.8)
+
+
+def grid_figure(ex: Explanations, ag: Agreement, rows: int, path: str | os.PathLike, title: str) -> Path:
+    """Image x method grid for the first ``rows`` images: each map over the image, the outline of its
+    binarised mask in white and, on the concept world, the object's in green."""
+    methods = list(ex.maps)
+    n = min(rows, len(ex.ids))
+    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 2.0 * n + 0.4), squeeze=False)
+    for r in range(n):
+        axes[r, 0].imshow(ex.pixels[r])
+        target = int(ex.targets[r])
+        axes[r, 0].set_title(f"{ex.ids[r]}: {ex.class_names.get(target, target)}", fontsize=7)
+        for c, m in enumerate(methods, start=1):
+            ax = axes[r, c]
+            ax.imshow(ex.pixels[r])
+            ax.imshow(ex.maps[m][r], cmap="jet", alpha=0.5)
+            _outline(ax, ag.masks[m][r], "white")
+            label = m
+            if ex.objects is not None:
+                _outline(ax, ex.objects[r], "lime")
+                g = ag.ground_truth
+                row = g[(g["method"] == m) & (g["image"] == ex.ids[r])].iloc[0]
+                label = f"{m}\nIoU {row['iou']:.2f}{' hit' if row['hit'] else ''}"
+            ax.set_title(label, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_png(fig, path)
