@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         s, f = met[m]["sparsity"], met[m]["faithfulness"]
         print(f"  {m:9s} sparsity {s['mean']:.3f} ± {s['std']:.3f}   faithfulness {f['mean']:.3f} ± {f['std']:.3f}"
               f"   ({cfg.metric})")
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in outcome.predictions.itertuples():
         print(f"  {row.id:>12s}  explains {row.target_name} (p = {row.probability:.2f})")
     print("seconds per image: " + ", ".join(f"{m} {s:.3f}" for m, s in outcome.seconds_per_image.items()))
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

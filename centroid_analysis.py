@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster centroids of {clusters.block}, k={clusters.k}: {len(clusters.labels)} neurons "
               f"(means in original units):")
         print(table.to_string(index=False))
-    print(f"artifacts in {clusters.folder}/")
-    return 0
+    return cli.artifacts_in(clusters.folder)
 
 
 if __name__ == "__main__":

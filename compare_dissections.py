@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if comparison.units is not None:
         units = comparison.units
         print(f"labels agree on {units[AGREE].mean():.0%} of {len(units)} units")
-    print(f"artifacts in {comparison.folder}/")
-    return 0
+    return cli.artifacts_in(comparison.folder)
 
 
 if __name__ == "__main__":

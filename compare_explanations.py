@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for m, g in ag.summary.get("ground_truth", {}).items():
         print(f"  {m:12s} object IoU {g['iou']:.3f} (chance {g['chance_iou']:.3f})   "
               f"pointing game {g['pointing_game']:.1%} (chance {g['pointing_chance']:.1%})")
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

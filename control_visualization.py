@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, c in comparison.items():
         print(f"{key:24s} cluster {c['cluster_delta']:+.4f}  random {c['random_mean']:+.4f} ± {c['random_std']:.4f}"
               f"  percentile {c['percentile']:5.1f}  p = {c['p_value']:.3f}")
-    print(f"artifacts in {control}/")
-    return 0
+    return cli.artifacts_in(control)
 
 
 if __name__ == "__main__":

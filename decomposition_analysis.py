@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.ig_steps)
     print(json.dumps({k: v for k, v in content.items() if k not in ("block", "k", "method", "stats_dir")},
                      indent=1)[:800])
-    print(f"artifacts in {args.output_dir}/")
-    return 0
+    return cli.artifacts_in(args.output_dir)
 
 
 if __name__ == "__main__":

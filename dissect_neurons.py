@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         top = ", ".join(f"{k} {v}" for k, v in list(s["units_per_concept"].items())[:4])
         print(f"{layer:>10}: {s['labelled_units']}/{s['units']} {kind}, {s['unique_concepts']} unique concepts"
               + (f" ({top})" if top else ""))
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         terms = " + ".join(f"{row[weight_column(i)]:.2f}·{row[concept_column(i)]}"
                            for i in range(1, fit.max_length + 1) if row[concept_column(i)])
         print(f"  unit {row[unit]:>4}: r = {row[val_corr]:.3f}  {terms} {row[BIAS]:+.2f}")
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

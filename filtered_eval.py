@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           f"({len(cell.channels)} neurons, {args.mode})"))
     else:
         print(f"{cell.out} is already complete for these settings; nothing to do")
-    print(f"artifacts in {cell.out}/")
-    return 0
+    return cli.artifacts_in(cell.out)
 
 
 if __name__ == "__main__":

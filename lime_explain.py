@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {row.id:>12s}  explains {row.target_name} (p = {row.probability:.2f}): "
               f"{row.superpixels} superpixels, fit R^2 {row.score:.2f}")
     print(f"seconds per image: {outcome.seconds_per_image['lime']:.2f}")
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ", ".join(f"{c}: {s}" for c, s in enumerate(r["sizes"]))
     print(f"{args.block} of {args.model}: {r['n_channels']} neurons in {args.k} clusters ({sizes}); "
           f"silhouette {r['silhouette']:.3f}, inertia {r['inertia']:.1f}")
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{outcome.method} of {r.units} neurons of {args.block}: ablation score {r.score:.3f} "
           f"(Σ|ΔCE| simulated {r.sum_abs_dce_simulated:.2f} vs mean ablation {r.sum_abs_dce_mean:.2f}, "
           f"{r.test_images} test images)")
-    print(f"artifacts in {outcome.folder}/")
-    return 0
+    return cli.artifacts_in(outcome.folder)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if s[simulated] < s[neurons]:
             print(f"note: {s[method]}: {s[neurons] - s[simulated]} neurons have descriptions outside "
                   f"the concept set and are not simulated")
-    print(f"artifacts in {result.folder}/")
-    return 0
+    return cli.artifacts_in(result.folder)
 
 
 if __name__ == "__main__":

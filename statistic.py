@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if neuron_stats:
         print(f"neuron statistics {neuron_stats['folder']}: {neuron_stats['block']}, k={neuron_stats['k']}")
     print_table(tests)
-    print(f"artifacts in {out}/")
-    return 0
+    return cli.artifacts_in(out)
 
 
 if __name__ == "__main__":

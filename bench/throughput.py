@@ -1,6 +1,6 @@
 """Images per second of the attribution engine against the straightforward implementation.
 
-Both sides do the same work on the same model and images: Integrated Gradients (--ig-steps,
+Both sides do the same work on the same model and images: Integrated Gradients (--ig_steps,
 Gauss-Legendre) and Saliency for the baseline and with one cluster's channels of --block detached,
 each map's sparsity and faithfulness (--metric), and the predictions. The reference
 (bench/reference.py) goes one image at a time: captum, metrics in NumPy, one masked forward pass per
@@ -69,7 +69,7 @@ MAP_TOL, SCALAR_TOL = 1e-3, 1e-4
 EXACT_MAP_TOL, EXACT_SCALAR_TOL = 1e-9, 1e-6
 SCALARS = ("confidence", "ig_delta", "ig_sparsity", "ig_faithfulness", "saliency_sparsity", "saliency_faithfulness")
 ROLES = ("reference", "engine")
-IG_ROWS = {"cuda": 256, "cpu": 128}      # default --ig-batch per device type
+IG_ROWS = {"cuda": 256, "cpu": 128}      # default --ig_batch per device type
 
 
 def parser() -> cli.Parser:
@@ -85,33 +85,33 @@ def parser() -> cli.Parser:
         f"{IG_ROWS['cpu']} on the CPU, shared there by the passes that run side by side, one per thread (2 cores: 64 "
         f"to 256 rows all took 22-24 ms per image). The reference gives captum one image's steps at a time")
     w = p.add_argument_group("work")
-    w.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
-    w.add_argument("--metric", default="patch", help="pixel or patch")
-    w.add_argument("--block", default="block_1", help="named block whose channels the filtered cluster blocks")
-    w.add_argument("--blocked-share", type=float, default=1 / 3,
-                   help="share of the block's channels in the blocked cluster (a seeded random set, the size of "
-                        "one cluster of k=3)")
-    w.add_argument("--precision", default="fp32",
-                   help="engine: fp32, or bf16/fp16 autocast (then compared with the fp32 reference by rank "
-                        "correlation instead of the tolerance)")
+    cli.add(w, "ig_steps", type=cli.positive, default=50, help="Integrated Gradients steps (Gauss-Legendre)")
+    cli.add(w, "metric", default="patch", help="pixel or patch")
+    cli.add(w, "block", default="block_1", help="named block whose channels the filtered cluster blocks")
+    cli.add(w, "blocked_share", type=cli.finite, default=1 / 3,
+            help="share of the block's channels in the blocked cluster (a seeded random set, the size of one "
+                 "cluster of k=3)")
+    cli.add(w, "precision", default="fp32",
+            help="engine: fp32, or bf16/fp16 autocast (then compared with the fp32 reference by rank correlation "
+                 "instead of the tolerance)")
     m = p.add_argument_group("measurement")
-    m.add_argument("--repeats", type=int, default=1,
-                   help="runs of each side, alternating; images/s of each side from its fastest run")
-    m.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    m.add_argument("--memory-images", type=int, nargs="*", default=[],
-                   help="also run the engine alone on these numbers of images (e.g. 2000) and print its peak "
-                        "memory for each: streaming keeps it flat")
-    m.add_argument("--peak-tflops", type=float, default=None,
-                   help="peak FLOP/s of the device for the roofline, in TFLOP/s; default on CUDA: H100 SXM "
-                        f"({H100_PEAK_TFLOPS['fp32']:g} fp32, {H100_PEAK_TFLOPS['bf16']:g} bf16/fp16 dense); "
-                        "on the CPU no roofline unless given")
-    m.add_argument("--profile", action="store_true",
-                   help="also profile one engine batch (torch.profiler; on the CPU with one thread, so one pass): "
-                        "time per phase (forward of the IG rows, backward to the block, VJPs below it, metrics) and "
-                        "the costliest operators")
-    m.add_argument("--role", choices=ROLES, default=None,
-                   help="internal: run one side in this process and write its result to --workdir")
-    m.add_argument("--workdir", default=None, help="internal: the folder a --role run writes to")
+    cli.add(m, "repeats", type=cli.positive, default=1,
+            help="runs of each side, alternating; images/s of each side from its fastest run")
+    cli.add(m, "threads", type=cli.positive, default=None, help="torch intra-op threads (default: torch's choice)")
+    cli.add(m, "memory_images", type=cli.positive, nargs="*", default=[],
+            help="also run the engine alone on these numbers of images (e.g. 2000) and print its peak memory for "
+                 "each: streaming keeps it flat")
+    cli.add(m, "peak_tflops", type=cli.finite, default=None,
+            help="peak FLOP/s of the device for the roofline, in TFLOP/s; default on CUDA: H100 SXM "
+                 f"({H100_PEAK_TFLOPS['fp32']:g} fp32, {H100_PEAK_TFLOPS['bf16']:g} bf16/fp16 dense); on the CPU no "
+                 "roofline unless given")
+    cli.add(m, "profile", action="store_true",
+            help="also profile one engine batch (torch.profiler; on the CPU with one thread, so one pass): time per "
+                 "phase (forward of the IG rows, backward to the block, VJPs below it, metrics) and the costliest "
+                 "operators")
+    cli.add(m, "role", choices=ROLES, default=None,
+            help="internal: run one side in this process and write its result to --workdir")
+    cli.add(m, "workdir", default=None, help="internal: the folder a --role run writes to")
     return p
 
 

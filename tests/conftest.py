@@ -1,15 +1,15 @@
+"""Fixtures shared by the tests. The package is installed (requirements-dev.txt); the stage scripts
+import as modules because pytest puts the repository root, the folder above tests/, on sys.path."""
 import os
-import sys
 from pathlib import Path
+
+import pytest
+import torch
+
+from disentangle.core.seeding import set_seeds
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up must fail at once, never download
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from disentangle.core.seeding import set_seeds  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

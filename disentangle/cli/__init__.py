@@ -10,9 +10,9 @@ from .flags import SPELLINGS, add, spellings
 from .groups import (attribution_args, blocked_args, blocked_settings, clustering_args, clusters, eval_config,
                      figure_args, figure_config, model_args, neuron_data, neuron_data_args, output_args, runtime,
                      runtime_args)
-from .parser import Parser, batch_size, count, entrypoint, finite, images, names, positive, target
+from .parser import Parser, artifacts_in, batch_size, count, entrypoint, finite, images, names, positive, target
 
 __all__ = ["UserError", "SPELLINGS", "add", "spellings", "attribution_args", "blocked_args", "blocked_settings",
            "clustering_args", "clusters", "eval_config", "figure_args", "figure_config", "model_args", "neuron_data",
-           "neuron_data_args", "output_args", "runtime", "runtime_args", "Parser", "batch_size", "count",
+           "neuron_data_args", "output_args", "runtime", "runtime_args", "Parser", "artifacts_in", "batch_size", "count",
            "entrypoint", "finite", "images", "names", "positive", "target"]

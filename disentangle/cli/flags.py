@@ -32,6 +32,10 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     # outputs
     "output_dir": ("--output_dir", "--output-dir", "--result_dir"),
     "dry_run": ("--dry_run", "--dry-run"),
+    # bench/throughput.py
+    "blocked_share": ("--blocked_share", "--blocked-share"),
+    "memory_images": ("--memory_images", "--memory-images"),
+    "peak_tflops": ("--peak_tflops", "--peak-tflops"),
     # dissection
     "pool_mode": ("--pool_mode", "--pool"),
     "similarity_fn": ("--similarity_fn", "--similarity"),
