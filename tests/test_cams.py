@@ -208,7 +208,7 @@ def folder_with_a_text_file(tmp_path):
 
 BAD = {
     "not an image": (folder_with_a_text_file, "cannot read image"),
-    "no such layer": (["--layer", "features.norm9"], "no layer 'features.norm9' in the model"),
+    "no such layer": (["--layer", "features.norm9"], "unknown layer 'features.norm9' for tiny_densenet"),
     "class out of range": (["--target", "12"], "--target 12 is out of range: the model has 12 classes"),
     "target not a class": (["--target", "cat"], "expected 'pred', 'top1', 'label' or a class index"),
     "unknown method": (["--methods", "gradcam,fullgrad"], "unknown method fullgrad"),

@@ -70,20 +70,10 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     return tuple(methods)
 
 
-def check_layer(model: nn.Module, layer: str) -> None:
-    """A one-line error unless ``layer`` is a submodule path of ``model``."""
-    try:
-        model.get_submodule(layer)
-    except AttributeError:
-        last = [name for name, _ in model.named_modules() if name][-3:]
-        raise UserError(f"no layer {layer!r} in the model; give a submodule path (the model's last ones: "
-                        f"{', '.join(last)})") from None
-
-
 def probe(model: nn.Module, spec: ModelSpec, pixels: np.ndarray, cfg: CamConfig, device: torch.device) -> None:
     """Fail at once, on the first of ``pixels (N, S, S, 3)`` uint8, where ``cfg.layer`` cannot serve
-    ``cfg.methods``: it must exist and give a feature map, and for ablationcam it must cut the network."""
-    check_layer(model, cfg.layer)
+    ``cfg.methods``: it must give a feature map (``cfg.layer`` a module path: ``core.layers.resolve_layer``
+    checks it exists), and for ablationcam it must cut the network."""
     x = normalise(torch.from_numpy(pixels[:1]).to(device), spec)              # (1, 3, S, S)
     p = layer_pass(model, cfg.layer, x, None, gradients=False)
     if "ablationcam" in cfg.methods:

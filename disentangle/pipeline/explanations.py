@@ -8,13 +8,14 @@ saw, their labels and, on the concept world, the true object masks), ``predictio
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.errors import UserError
+from ..core.layers import resolve_layer
 from ..explanations import agreement, cams, lime
 from ..explanations.agreement import HEATMAPS, IMAGES, PREDICTIONS, Agreement, BinarizeConfig
 from ..io import artifacts
@@ -108,6 +109,7 @@ def run_cams(session: Session, cfg: cams.CamConfig, out: str | Path, overwrite: 
     module's docstring; the overlays blend each map over its image in jet)."""
     out = Path(out)
     check_target(session, cfg.target)
+    cfg = replace(cfg, layer=resolve_layer(session.spec, cfg.layer, session.model))   # a block name or a path
     pixels = session.images.pixels(session.spec)                               # (N, S, S, 3)
     cams.probe(session.model, session.spec, pixels, cfg, session.device)
     manifest, complete = _start(session, "cam_explain", vars(cfg), out, overwrite)
