@@ -24,7 +24,7 @@ def parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     comparison = compare_dissections(args.runs, args.names.split(",") if args.names else None, args.output_dir)
-    run, layer, _, _, _, labelled, unique = COMPARISON_LEAD
+    run, _, _, layer, _, labelled, unique = COMPARISON_LEAD
     print(comparison.table[[run, layer, labelled, unique]].to_string(index=False))
     if comparison.units is not None:
         units = comparison.units

@@ -4,7 +4,7 @@ Per image: the model's prediction; then twice, without and with the cluster's ch
 block (a forward hook, as filtered_eval.py's hooked path installs it): captum ``IntegratedGradients``
 (Gauss-Legendre, all steps of the image in one captum call, captum's convergence delta) and captum
 ``Saliency``; each map's sparsity and its top-fraction mask in NumPy; and each masked image through the
-model on its own. This is what the engine (``disentangle.evaluation.run_shared``) is measured against;
+model on its own. This is what the engine (``disentangle.attribution.evaluation.run``) is measured against;
 the library never imports it.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Both sides do the same work on the same model and images: Integrated Gradients (
 Gauss-Legendre) and Saliency for the baseline and with one cluster's channels of --block detached,
 each map's sparsity and faithfulness (--metric), and the predictions. The reference
 (bench/reference.py) goes one image at a time: captum, metrics in NumPy, one masked forward pass per
-image and map. The engine is the library's shared pass, evaluation.run_shared, as the filtered stages
+image and map. The engine is the library's shared pass, evaluation.run, as the stages
 run it: whole batches on --device, artifacts written per batch. Each side runs in a process of its
 own, so its peak memory is its own.
 
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference (captum one image at a time, NumPy metrics, fp32): {ref['seconds']:.2f} s "
               f"(CPU {ref['cpu_seconds']:.1f} s), "
               f"{speed['reference']:.2f} images/s, peak RSS {ref['peak_rss_mib']:.0f} MiB")
-        print(f"engine (run_shared: batch {args.batch_size}, IG rows {eng['ig_rows']}, {args.precision}"
+        print(f"engine (shared pass: batch {args.batch_size}, IG rows {eng['ig_rows']}, {args.precision}"
               f"{', channels-last' if args.channels_last else ''}): {eng['seconds']:.2f} s "
               f"(CPU {eng['cpu_seconds']:.1f} s), "
               f"{speed['engine']:.2f} images/s, peak RSS {eng['peak_rss_mib']:.0f} MiB "

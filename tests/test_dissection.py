@@ -130,7 +130,7 @@ def test_wired_channels_get_their_concepts(wired_labels):
     assert not wide["detector"][3]
 
 
-def test_script_on_tiny_densenet_and_cache(tmp_path, tiny):
+def test_script_on_tiny_densenet_and_cache(tmp_path, tiny, capsys):
     out, cache = tmp_path / "run", tmp_path / "cache"
     argv = ["--target_layers", "block_1,block_4", "--probe_images", "96", "--batch_size", "48",
             "--result_dir", str(out), "--activation_dir", str(cache), "--top_units", "2", "--top_images", "3"]
@@ -154,7 +154,10 @@ def test_script_on_tiny_densenet_and_cache(tmp_path, tiny):
 
     # Side by side: same units, same best concepts; more detectors at the lower IoU threshold.
     cmp = tmp_path / "cmp"
+    capsys.readouterr()
     assert compare_dissections.main([str(out), str(out2), "--names", "t04,t01", "--output_dir", str(cmp)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["run", "layer", "labelled_units", "unique_concepts"] and "block_4" in printed[-3]
     table = pd.read_csv(cmp / "comparison.csv").set_index(["run", "layer"])
     assert (table.loc["t01", "labelled_units"] >= table.loc["t04", "labelled_units"]).all()
     assert pd.read_csv(cmp / "units.csv")["agree"].all()
