@@ -10,15 +10,16 @@ from __future__ import annotations
 import pandas as pd
 
 from disentangle import cli
-from disentangle.neurons.statistics import STATS
-from disentangle.pipeline.clusters import check_axes, describe_clusters
+from disentangle.neurons.statistics import ORIGINAL, STATS
+from disentangle.pipeline.clusters import describe_clusters
 
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     cli.clustering_args(p)
-    cli.add(p, "axes", type=cli.names, default="mean,std,max",
-            help=f"three statistics for the 3-D plots, comma-separated, from: {', '.join(STATS)}")
+    cli.add(p, "axes", type=cli.names, default=None,
+            help=f"three statistics for the 3-D plots, comma-separated, from those clustered: "
+                 f"{', '.join(ORIGINAL)} (default) or {', '.join(STATS)} (default mean,std,max)")
     cli.add(p, "seed", type=int, default=0, help="t-SNE seed")
     return p
 
@@ -26,9 +27,8 @@ def parser() -> cli.Parser:
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    axes = check_axes(args.axes)
     clusters = cli.clusters(args)
-    table = describe_clusters(clusters, axes, args.seed)
+    table = describe_clusters(clusters, args.axes, args.seed)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.precision", 4):
         print(f"cluster centroids of {clusters.block}, k={clusters.k}: {len(clusters.labels)} neurons "
               f"(means in original units):")

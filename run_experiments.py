@@ -35,7 +35,7 @@ def parser() -> cli.Parser:
                  "default: 3 when it is among --ks, else the smallest of --ks")
     cli.add(g, "repeats", type=cli.positive, default=5, help="random neuron sets per controlled cluster")
     cli.add(g, "stats_images", type=cli.positive, default=1000, help="images for the neuron statistics")
-    cli.add(g, "n_init", type=cli.positive, default=10, help="k-means restarts")
+    cli.clustering_method_args(g)
     cli.model_args(p, images=100)
     cli.runtime_args(p, engine=True)
     cli.attribution_args(p, target_flag=False, metrics=False)
@@ -51,7 +51,8 @@ def config(args) -> grid.GridConfig:
         model=args.model, weights=args.weights, data=args.data, data_root=args.data_root, images=args.images,
         seed=args.seed, blocks=args.blocks, ks=ints(args.ks), modes=cli.names(args.modes),
         control_ks=None if args.control_ks is None else ints(args.control_ks), repeats=args.repeats,
-        stats_images=args.stats_images, n_init=args.n_init, eval=cli.eval_config(args), outputs=Path(args.outputs),
+        stats_images=args.stats_images, n_init=args.n_init, features=args.features, kmeans=args.kmeans,
+        eval=cli.eval_config(args), outputs=Path(args.outputs),
         overwrite=args.overwrite, runtime=cli.runtime(args))
 
 

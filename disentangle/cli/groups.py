@@ -148,6 +148,19 @@ def clustering_args(p: argparse.ArgumentParser, stats_dir: str | None = None) ->
         help="output of neuron_stats.py" + ("" if stats_dir else "; default: outputs/neuron_stats/<block>_k<k>"))
 
 
+def clustering_method_args(p: argparse.ArgumentParser) -> None:
+    """``--features``, ``--kmeans``, ``--n_init``: what neurons are clustered on, and how."""
+    from ..neurons.clustering import KMEANS
+    from ..neurons.statistics import FEATURES
+    add(p, "features", choices=tuple(FEATURES), default="original",
+        help="neuron statistics clustered: original (activation rate, mean and variance of each image's "
+             "spatial-mean activation, as the seed) or extended (eight statistics over every value)")
+    add(p, "kmeans", choices=KMEANS, default="original",
+        help="original: KMeans(k, random_state=42) once, as the seed; stable: --n_init seeded starts, "
+             "best inertia, clusters numbered by size")
+    add(p, "n_init", type=positive, default=10, help="k-means starts of --kmeans stable")
+
+
 def clusters(args: argparse.Namespace):
     """The clusters of ``--stats_dir`` (or of ``--block`` and ``--k``), checked to be of the
     ``--block`` and ``--k`` given."""

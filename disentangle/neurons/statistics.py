@@ -1,5 +1,12 @@
 """Per-neuron (channel) activation statistics of a block, accumulated batch by batch on the device.
 
+Two feature sets (``FEATURES``), the clustering's input:
+
+- ``original`` (the seed's ``neuron_stats.py``, the default): per channel, over the images of its
+  spatial-mean activation ``m (N,)``: ``activation_rate`` (share of images with ``m > 0.1``),
+  ``mean_activation`` (mean of ``m``) and ``variance`` (population variance of ``m``).
+- ``extended``: eight statistics over every value of the channel, below.
+
 For each channel ``c`` of a block output ``(B, C, H, W)`` the statistics run over all its values
 (every image and spatial position, ``n`` values in all):
 
@@ -22,6 +29,9 @@ from tqdm import tqdm
 from ..core.hooks import capture
 
 STATS = ("mean", "std", "min", "max", "frac_active", "skewness", "kurtosis", "mean_image_max")
+ORIGINAL = ("activation_rate", "mean_activation", "variance")
+FEATURES = {"original": ORIGINAL, "extended": STATS}
+ACTIVE_THRESHOLD = 0.1      # the original's threshold on an image's spatial-mean activation
 
 
 class ChannelMoments:
@@ -72,11 +82,36 @@ class ChannelMoments:
         return {k: out[k].cpu().numpy() for k in STATS}
 
 
+class ImageMeanMoments:
+    """Streaming ``original`` features of ``(B, C, H, W)`` activations (see module doc)."""
+
+    def __init__(self, threshold: float = ACTIVE_THRESHOLD):
+        self.threshold = threshold
+        self.n = 0
+        self.shift = None
+
+    def update(self, a: torch.Tensor) -> None:
+        m = a.detach().double().flatten(2).mean(2)               # (B, C) spatial means
+        if self.shift is None:
+            self.shift = m.mean(0)                               # (C,) keeps the power sums well conditioned
+            self.sums = torch.zeros(3, m.shape[1], dtype=torch.float64, device=m.device)
+        d = m - self.shift
+        self.sums += torch.stack([d.sum(0), (d * d).sum(0), (m > self.threshold).double().sum(0)])
+        self.n += m.shape[0]
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Each feature as a ``(C,)`` float64 array."""
+        s1, s2, active = self.sums / self.n
+        out = {"activation_rate": active, "mean_activation": self.shift + s1,
+               "variance": (s2 - s1 ** 2).clamp_min(0)}
+        return {k: out[k].cpu().numpy() for k in ORIGINAL}
+
+
 @torch.no_grad()
 def collect_stats(model: nn.Module, block_path: str, loader, device: torch.device,
-                  desc: str = "activations") -> dict[str, np.ndarray]:
-    """Statistics (see module doc) of every channel of ``block_path`` over the loader's images."""
-    moments = ChannelMoments()
+                  desc: str = "activations", features: str = "extended") -> dict[str, np.ndarray]:
+    """The ``features`` (see module doc) of every channel of ``block_path`` over the loader's images."""
+    moments = ImageMeanMoments() if features == "original" else ChannelMoments()
     with capture(model, [block_path]) as rec:
         for x, _, _ in tqdm(loader, desc=desc, unit="batch"):
             model(x.to(device, non_blocking=True))
@@ -84,6 +119,6 @@ def collect_stats(model: nn.Module, block_path: str, loader, device: torch.devic
     return moments.result()
 
 
-def stats_matrix(stats: dict[str, np.ndarray]) -> np.ndarray:
-    """``(C, S)`` matrix of the statistics in ``STATS`` order."""
-    return np.stack([stats[k] for k in STATS], axis=1)
+def stats_matrix(stats: dict[str, np.ndarray], names: tuple[str, ...] = STATS) -> np.ndarray:
+    """``(C, S)`` matrix of the statistics ``names``, in that order."""
+    return np.stack([stats[k] for k in names], axis=1)

@@ -15,7 +15,7 @@ from ..neurons import clustering, statistics
 from .baseline import Outcome
 from .session import Session
 
-CLUSTERING_KEYS = ("k", "n_init")
+CLUSTERING_KEYS = ("k", "n_init", "kmeans")
 
 
 def reusable_stats(out: Path, config: dict) -> Path | None:
@@ -29,23 +29,51 @@ def reusable_stats(out: Path, config: dict) -> Path | None:
     return None
 
 
-def run_neuron_stats(session: Session, block: str, k: int, n_init: int, out: str | Path,
-                     overwrite: bool = False) -> Outcome:
-    """Statistics of every channel of ``block`` over the session's images (reused from a sibling
-    folder of another k when they match) and k-means clusters of them, into ``out``
-    (``stats_<block>.npz``, ``cluster_results.npz``, ``manifest.json``). ``result``: the clustering
-    (``labels``, ``sizes``, ``silhouette``, ``inertia`` ...) and ``n_channels``."""
-    out = Path(out)
-    path = resolve_layer(session.spec, block)
-    n_channels = layer_width(session.model, path, session.example())
+def _check_clustering(k: int, n_channels: int, what: str, n_init: int, features: str, variant: str) -> None:
     if not 2 <= k <= n_channels - 1:
-        raise UserError(f"k={k} is out of range for {block} of {session.spec.name}, which has {n_channels} "
+        raise UserError(f"k={k} is out of range for {what}, which has {n_channels} "
                         f"neurons (need 2 <= k <= {n_channels - 1})")
     if n_init < 1:
         raise UserError(f"--n_init must be at least 1, got {n_init}")
+    if features not in statistics.FEATURES:
+        raise UserError(f"unknown --features {features!r}; choose from {', '.join(statistics.FEATURES)}")
+    if variant not in clustering.KMEANS:
+        raise UserError(f"unknown --kmeans {variant!r}; choose from {', '.join(clustering.KMEANS)}")
+
+
+def _cluster_and_write(out: Path, manifest: dict, block: str, stats: dict[str, np.ndarray], names: tuple[str, ...],
+                       k: int, seed: int, n_init: int, variant: str, n_images: int | None) -> dict:
+    """Write ``stats_<block>.npz``, cluster the z-scored statistics into ``cluster_results.npz``
+    (the original's keys ``selected_block, labels, n_clusters`` first) and the finished manifest
+    (the original's keys ``selected_block, n_clusters, num_neurons, stats_files`` among ours)."""
+    extra = {} if n_images is None else {"n_images": n_images}
+    artifacts.write_npz(out / f"stats_{block}.npz", **{n: stats[n] for n in names}, names=np.array(names), **extra)
+    z, mean, scale = clustering.standardize(statistics.stats_matrix(stats, names))
+    result = clustering.kmeans(z, k, seed, n_init, variant)
+    artifacts.write_npz(out / "cluster_results.npz", selected_block=np.array(block), labels=result["labels"],
+                        n_clusters=np.array(k), **{n: v for n, v in result.items() if n != "labels"},
+                        scaler_mean=mean, scaler_scale=scale, stat_names=np.array(names))
+    manifest.update(selected_block=block, n_clusters=k, num_neurons=len(result["labels"]),
+                    stats_files={block: f"stats_{block}.npz"}, complete=True)
+    artifacts.write_json(out / artifacts.MANIFEST, manifest)
+    return result
+
+
+def run_neuron_stats(session: Session, block: str, k: int, n_init: int, out: str | Path,
+                     overwrite: bool = False, features: str = "original", variant: str = "original") -> Outcome:
+    """The ``features`` of every channel of ``block`` over the session's images (reused from a
+    sibling folder of another k when they match) and k-means clusters of them (``variant``:
+    ``original`` or ``stable``), into ``out`` (``stats_<block>.npz``, ``cluster_results.npz``,
+    ``manifest.json``). ``result``: the clustering (``labels``, ``sizes``, ``silhouette``,
+    ``inertia`` ...) and ``n_channels``."""
+    out = Path(out)
+    path = resolve_layer(session.spec, block)
+    n_channels = layer_width(session.model, path, session.example())
+    _check_clustering(k, n_channels, f"{block} of {session.spec.name}", n_init, features, variant)
+    names = statistics.FEATURES[features]
     manifest = artifacts.make_manifest(
-        "neuron_stats", {**session.config(), "block": block, "statistics": list(statistics.STATS), "k": k,
-                         "n_init": n_init},
+        "neuron_stats", {**session.config(), "block": block, "features": features, "statistics": list(names),
+                         "k": k, "kmeans": variant, "n_init": n_init},
         {"device": str(session.device), "batch_size": session.runtime.batch_size, "workers": session.workers},
         weights_path=session.loaded.weights["path"])
     if artifacts.open_output(out, manifest, overwrite) == "complete":
@@ -53,30 +81,60 @@ def run_neuron_stats(session: Session, block: str, k: int, n_init: int, out: str
         return Outcome(out, True, {**z, "n_channels": n_channels})
     source = reusable_stats(out, manifest["config"])
     if source is not None:
-        z = artifacts.read_npz(source, statistics.STATS, "neuron statistics")
-        stats = {s: z[s] for s in statistics.STATS}
+        z = artifacts.read_npz(source, names, "neuron statistics")
+        stats = {s: z[s] for s in names}
         manifest["inputs"] = {"statistics": str(source.parent)}
     else:
         stats = statistics.collect_stats(session.model, path, session.loader(session.runtime.batch_size),
-                                         session.device, desc=f"{block} activations")
-    artifacts.write_npz(out / f"stats_{block}.npz", **stats, names=np.array(statistics.STATS),
-                        n_images=len(session.images))
-    z, mean, scale = clustering.standardize(statistics.stats_matrix(stats))
-    result = clustering.kmeans(z, k, session.seed, n_init)
-    artifacts.write_npz(out / "cluster_results.npz", **result, scaler_mean=mean, scaler_scale=scale,
-                        stat_names=np.array(statistics.STATS))
-    manifest["complete"] = True
-    artifacts.write_json(out / artifacts.MANIFEST, manifest)
+                                         session.device, f"{block} activations", features)
+    result = _cluster_and_write(out, manifest, block, stats, names, k, session.seed, n_init, variant,
+                                len(session.images))
     return Outcome(out, False, {**result, "n_channels": n_channels})
+
+
+def cluster_saved_stats(stats_file: str | Path, block: str, k: int, out: str | Path, overwrite: bool = False,
+                        variant: str = "original", n_init: int = 10, seed: int = 0) -> Outcome:
+    """Cluster statistics saved by a neuron-statistics run (this project's or the original's
+    ``stats_block_N.npz``: ``activation_rate, mean_activation, variance``), without a model."""
+    stats_file, out = Path(stats_file), Path(out)
+    z = artifacts.read_npz(stats_file, (), "neuron statistics")
+    names = _feature_names(z, stats_file)
+    stats = {n: np.asarray(z[n], dtype=np.float64) for n in names}
+    n_channels = len(stats[names[0]])
+    if any(v.shape != (n_channels,) for v in stats.values()):
+        raise UserError(f"{stats_file}: every statistic must be one value per neuron")
+    features = next((f for f, ns in statistics.FEATURES.items() if ns == names), "custom")
+    _check_clustering(k, n_channels, f"{stats_file}", n_init, "original", variant)
+    manifest = artifacts.make_manifest(
+        "neuron_stats", {"from_stats": str(stats_file), "stats_sha256": artifacts.sha256_file(stats_file),
+                         "block": block, "features": features, "statistics": list(names), "k": k, "kmeans": variant,
+                         "n_init": n_init, "seed": seed}, {})
+    if artifacts.open_output(out, manifest, overwrite) == "complete":
+        return Outcome(out, True, {**artifacts.read_npz(out / "cluster_results.npz", ("labels",), "cluster"),
+                                   "n_channels": n_channels})
+    n_images = int(z["n_images"]) if "n_images" in z else None
+    result = _cluster_and_write(out, manifest, block, stats, names, k, seed, n_init, variant, n_images)
+    return Outcome(out, False, {**result, "n_channels": n_channels})
+
+
+def _feature_names(z: dict, path: Path) -> tuple[str, ...]:
+    """The statistics a stats file holds: its ``names``, else one of the known feature sets."""
+    if "names" in z:
+        return tuple(str(n) for n in z["names"])
+    for names in statistics.FEATURES.values():
+        if all(n in z for n in names):
+            return names
+    raise UserError(f"{path} holds none of the known statistics ({', '.join(statistics.ORIGINAL)}, or "
+                    f"{', '.join(statistics.STATS)})")
 
 
 def load_stats(folder: Path, block: str, n: int) -> dict[str, np.ndarray]:
     """Each statistic as a ``(C,)`` float64 array, checked against the ``n`` cluster labels."""
     path = folder / f"stats_{block}.npz"
-    z = artifacts.read_npz(path, statistics.STATS, "neuron statistics")
-    stats = {s: z[s].astype(np.float64) for s in statistics.STATS}
+    z = artifacts.read_npz(path, (), "neuron statistics")
+    stats = {s: np.asarray(z[s], dtype=np.float64) for s in _feature_names(z, path)}
     if any(len(v) != n for v in stats.values()):
-        raise UserError(f"{path} holds {len(stats['mean'])} neurons but cluster_results.npz {n}; "
+        raise UserError(f"{path} holds {len(next(iter(stats.values())))} neurons but cluster_results.npz {n}; "
                         f"rerun neuron_stats.py for this folder")
     return stats
 
@@ -85,24 +143,26 @@ def centroid_table(stats: dict[str, np.ndarray], labels: np.ndarray, k: int) -> 
     """One row per cluster: ``cluster``, ``size`` and each statistic's mean over its neurons."""
     onehot = labels[:, None] == np.arange(k)[None, :]                  # (C, k)
     sizes = onehot.sum(0)                                              # (k,)
-    x = statistics.stats_matrix(stats)                                 # (C, S)
+    names = tuple(stats)
+    x = statistics.stats_matrix(stats, names)                          # (C, S)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (onehot.T.astype(np.float64) @ x) / sizes[:, None]     # (k, S); an empty cluster gives NaN
-    frame = pd.DataFrame(means, columns=list(statistics.STATS))
+    frame = pd.DataFrame(means, columns=list(names))
     frame.insert(0, "size", sizes.astype(np.int64))
     frame.insert(0, "cluster", np.arange(k))
     return frame
 
 
-def describe_clusters(clusters: Clusters, axes: tuple[str, str, str], seed: int = 0) -> pd.DataFrame:
+def describe_clusters(clusters: Clusters, axes: tuple[str, ...] | None = None, seed: int = 0) -> pd.DataFrame:
     """Into the clusters' folder: ``cluster_centroids.csv`` (the centroid table, returned),
     ``cluster_tsne.png``, ``cluster_scatter_3d.png`` and ``cluster_scatter_3d_interactive.html``
-    (three statistics ``axes``, in original units)."""
+    (three statistics ``axes``, default: the first three, in original units)."""
     from ..viz import plots
     folder, labels = clusters.folder, clusters.labels.astype(np.int64)
     stats = load_stats(folder, clusters.block, len(labels))
+    axes = check_axes(axes or default_axes(tuple(stats)), tuple(stats))
     z = artifacts.read_npz(folder / "cluster_results.npz", ("scaler_mean", "scaler_scale"), "cluster")
-    z_stats = (statistics.stats_matrix(stats) - z["scaler_mean"]) / z["scaler_scale"]   # (C, S), as clustered
+    z_stats = (statistics.stats_matrix(stats, tuple(stats)) - z["scaler_mean"]) / z["scaler_scale"]   # (C, S), as clustered
     table = centroid_table(stats, labels, clusters.k)
     artifacts.hold(folder)                      # neuron_stats.py or another description may be writing
     artifacts.write_csv(folder / "cluster_centroids.csv", table)
@@ -114,11 +174,16 @@ def describe_clusters(clusters: Clusters, axes: tuple[str, str, str], seed: int 
     return table
 
 
-def check_axes(names: tuple[str, ...]) -> tuple[str, str, str]:
-    """Three different statistics for the 3-D plots."""
-    unknown = [a for a in names if a not in statistics.STATS]
+def default_axes(available: tuple[str, ...]) -> tuple[str, str, str]:
+    """The 3-D plots' statistics: ``mean, std, max`` of the extended set, else the first three."""
+    return ("mean", "std", "max") if available == statistics.STATS else available[:3]
+
+
+def check_axes(names: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, str, str]:
+    """Three different statistics among ``available`` for the 3-D plots."""
+    unknown = [a for a in names if a not in available]
     if unknown:
-        raise UserError(f"unknown statistic {unknown[0]!r} in --axes; choose from {', '.join(statistics.STATS)}")
+        raise UserError(f"unknown statistic {unknown[0]!r} in --axes; choose from {', '.join(available)}")
     if len(names) != 3 or len(set(names)) != 3:
         raise UserError(f"--axes needs three different statistics, got {','.join(names)!r}")
     return names

@@ -24,7 +24,6 @@ from .clusters import describe_clusters, run_neuron_stats
 from .session import setup
 from .summary import compare_to_controls, write_grid_summary
 
-AXES = ("mean", "std", "max")          # the statistics of the clusters' 3-D figures
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ class GridConfig:
     repeats: int = 5
     stats_images: int = 1000
     n_init: int = 10
+    features: str = "original"
+    kmeans: str = "original"
     eval: EvalConfig = field(default_factory=EvalConfig)
     outputs: Path = layout.OUTPUTS
     overwrite: bool = False
@@ -134,9 +135,10 @@ def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = pri
                                          cfg.overwrite).skipped)
         elif step.kind == "stats":
             done = _skipped(run_neuron_stats(session(cfg.stats_images, fixed), b, k, cfg.n_init,
-                                             layout.stats_dir(b, k, root), cfg.overwrite).skipped)
+                                             layout.stats_dir(b, k, root), cfg.overwrite, cfg.features,
+                                             cfg.kmeans).skipped)
         elif step.kind == "centroids":
-            describe_clusters(readers.load_clusters(layout.stats_dir(b, k, root)), AXES, cfg.seed)
+            describe_clusters(readers.load_clusters(layout.stats_dir(b, k, root)), None, cfg.seed)
         elif step.kind.startswith("blocked:"):
             ran = _blocked(cfg, root, b, step.kind.split(":")[1])
             done = f": {ran} runs" if ran else ": already complete"
