@@ -110,8 +110,11 @@ def test_decomposition_script_single_and_aggregate(stats, tmp_path):
                                         "--output_dir", str(out)]) == 0
     single = json.loads((out / "decomposition_block_2_k3_ig_img1050.json").read_text())
     assert single["remainder_relative"] < 1e-5 and sum(single["signed_share"]) == pytest.approx(1, abs=1e-4)
+    assert sum(single["cluster_percentages"]) == pytest.approx(100, abs=1e-4)      # the figure's labels
+    assert sum(single["mass_share"]) >= 1 - 1e-6           # |part| over |full|: cancelling parts exceed 1
     assert (out / "decomposition_block_2_k3_ig_img1050.png").read_bytes()[:4] == b"\x89PNG"
     assert decomposition_analysis.main(["--num_images", "6", "--stats_dir", str(stats), "--ig-steps", "4",
                                         "--method", "saliency", "--output_dir", str(out)]) == 0
     agg = json.loads((out / "aggregate_stats_block_2_k3_saliency.json").read_text())
     assert agg["n_images"] == 6 and len(agg["mass_share_mean"]) == 3 and agg["remainder_relative_max"] < 1e-5
+    assert sum(agg["cluster_percentages_mean"]) == pytest.approx(100, abs=1e-4)

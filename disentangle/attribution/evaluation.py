@@ -33,7 +33,7 @@ from .engine import METHODS, masked_attributions
 from ..core.runtime import AutoBatch
 from ..core.errors import UserError
 from ..core.hooks import Hook, hooks
-from .metrics import METRICS, faithfulness, sparsity, summarize, topk_correct
+from .metrics import METRICS, PROTOCOLS, faithfulness, sparsity, summarize, topk_correct
 
 TARGETS = ("pred", "label")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,6 +51,7 @@ class EvalConfig:
     mask_value: float = 0.0      # faithfulness: value of masked inputs, in normalised input space
     target: str | int = "pred"   # attribute the predicted class, the true label or one class index
     precision: str = "fp32"      # forward passes in fp32, or under bf16/fp16 autocast
+    protocol: str = "extended"   # metric definitions: the seed's ("original") or this project's
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in METHODS]
@@ -66,13 +67,16 @@ class EvalConfig:
             raise UserError(f"--drop_fraction must be in (0, 1), got {self.drop_fraction}")
         if self.target not in TARGETS and not (isinstance(self.target, int) and self.target >= 0):
             raise UserError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)} or a class index")
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
     def recorded(self) -> dict:
-        """The settings for a manifest's config. fp32 is left out, so that runs made before the
-        precision setting existed (all fp32) still match."""
-        return {k: v for k, v in asdict(self).items() if not (k == "precision" and v == "fp32")}
+        """The settings for a manifest's config. fp32 and the extended protocol are left out, so that
+        runs made before those settings existed still match."""
+        return {k: v for k, v in asdict(self).items()
+                if not (k == "precision" and v == "fp32" or k == "protocol" and v == "extended")}
 
     @classmethod
     def from_recorded(cls, config: dict) -> "EvalConfig":
@@ -167,11 +171,16 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
         keep = (~blocked).to(x.device, torch.float32)
         maps = masked_attributions(model, x, target, cfg.methods, block, keep, cfg.ig_steps, ig_internal_batch, stem,
                                    logits, plain)
+        # The original always measures faithfulness on the clean image's predicted class.
+        faith_class, p_faith = target, confidence
+        if cfg.protocol == "original":
+            faith_class = shared["pred"]
+            p_faith = logits.float().softmax(1).gather(1, faith_class[:, None]).squeeze(1)
         for m, (attr, delta) in maps.items():
             with record_function("engine: metrics"):
-                spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass).view(len(blocked), -1)   # (M, B)
-                drops = faithfulness(model, x, attr, target, cfg.metric, cfg.drop_fraction, cfg.mask_value,
-                                     confidence, ig_internal_batch)                        # (M, B)
+                spars = sparsity(attr.flatten(0, 1), cfg.metric, cfg.mass, cfg.protocol).view(len(blocked), -1)
+                drops = faithfulness(model, x, attr, faith_class, cfg.metric, cfg.drop_fraction, cfg.mask_value,
+                                     p_faith, ig_internal_batch, cfg.protocol)             # (M, B)
             for j, res in enumerate(out):
                 res[f"{m}_sparsity"], res[f"{m}_faithfulness"] = spars[j], drops[j]
                 if delta is not None:
@@ -234,13 +243,14 @@ def finalize(out_dir: Path, cfg: EvalConfig, baseline: pd.DataFrame | None = Non
     artifacts.write_csv(out_dir / "per_image.csv", frame)
 
     metrics = {"metric": cfg.metric, "settings": asdict(cfg), "n_images": len(frame)}
+    ddof = 0 if cfg.protocol == "original" else 1
     for m in cfg.methods:
         entry = {}
         for k in ("sparsity", "faithfulness"):
-            entry[k] = summarize(frame[f"{m}_{k}"])
+            entry[k] = summarize(frame[f"{m}_{k}"], ddof)
             if baseline is not None:
-                entry[f"{k}_baseline"] = summarize(frame[f"{m}_{k}_baseline"])
-                entry[f"{k}_delta"] = summarize(frame[f"{m}_{k}_delta"])
+                entry[f"{k}_baseline"] = summarize(frame[f"{m}_{k}_baseline"], ddof)
+                entry[f"{k}_delta"] = summarize(frame[f"{m}_{k}_delta"], ddof)
         if f"{m}_delta" in frame:
             d = frame[f"{m}_delta"].abs()
             entry["convergence_delta_abs"] = {"mean": float(d.mean()), "max": float(d.max())}

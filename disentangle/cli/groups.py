@@ -6,7 +6,7 @@ import os
 
 from ..attribution.evaluation import PRECISIONS, EvalConfig
 from ..attribution.engine import METHODS
-from ..attribution.metrics import METRICS
+from ..attribution.metrics import METRICS, PROTOCOLS
 from ..core.models import MODELS
 from ..core.runtime import AUTO_START, Runtime
 from ..data.images import IMAGENET_ROOT
@@ -88,6 +88,10 @@ def attribution_args(p: argparse.ArgumentParser, recorded: bool = False, target_
         help=f"{', '.join(PRECISIONS)}: the model's forward passes in fp32, or under bf16/fp16 autocast "
              f"(faster on GPUs; attributions are close to fp32's, not equal: see docs/benchmarks.md)")
     if metrics:
+        add(a, "protocol", choices=PROTOCOLS, default=default("extended"),
+            help="metric definitions: original (the seed's utils.py: pixel sparsity over every value, patch "
+                 "remainder ignored, faithfulness of the predicted class, std ddof 0) or extended "
+                 "(see docs/attributions.md)")
         add(a, "mass", type=finite, default=default(0.9), help="sparsity: share of attribution mass to cover")
         add(a, "drop_fraction", type=finite, default=default(0.1),
             help="faithfulness: share of pixels/patches masked, the most important first")
@@ -116,7 +120,7 @@ def runtime(args: argparse.Namespace) -> Runtime:
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     """The ``EvalConfig`` of a script's attribution flags (those it lacks take their defaults)."""
     given = {k: getattr(args, k) for k in ("metric", "ig_steps", "mass", "drop_fraction", "mask_value", "target",
-                                           "precision") if getattr(args, k, None) is not None}
+                                           "precision", "protocol") if getattr(args, k, None) is not None}
     if getattr(args, "methods", None):
         given["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return EvalConfig(**given)

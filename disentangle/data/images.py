@@ -389,3 +389,19 @@ def probe_images(d_probe: str, n: int | None, seed: int = 0, broden_root: str | 
     else:
         source = FileProbe(d_probe, "folder", n)
     return Images(source, np.arange(len(source)))
+
+
+def imagenet_dataloader(root: str | Path = "data/ILSVRC2012_img_val", batch_size: int = 32, workers: int = 4,
+                        shuffle: bool = False, n_samples: int | None = None) -> DataLoader:
+    """The seed's loader: ``(x (B, 3, 224, 224), labels (B,))`` of an ImageFolder in its order,
+    through ImageNet preprocessing (resize 256, centre crop 224, normalise); ``n_samples`` images
+    drawn without replacement by ``default_rng(0)`` when fewer than the folder holds."""
+    from ..core.models import get_spec
+    folder = ClassFolder(root).folder
+    folder.transform = get_spec("densenet121").transform()
+    data: Dataset = folder
+    if n_samples is not None and n_samples < len(folder):
+        data = torch.utils.data.Subset(folder, np.random.default_rng(0).choice(len(folder), n_samples, replace=False)
+                                       .tolist())
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      pin_memory=torch.cuda.is_available())

@@ -37,11 +37,16 @@ def cluster_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, block:
 
 
 def shares(full: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per image: each cluster's signed share of the map's sum ``(k, B)``, its share of the absolute
-    mass ``(k, B)``, and the remainder's absolute mass relative to the full map's ``(B,)``."""
+    """Per image: each cluster's percentage ``(k, B)`` as the original computes it (its map's L2
+    norm over the sum of the clusters' L2 norms, x100: the percentages add up to 100), its signed
+    share of the map's sum ``(k, B)``, its absolute mass over the full map's ``(k, B)`` (these add
+    up to more than 1 where clusters' maps cancel), and the remainder's absolute mass relative to
+    the full map's ``(B,)``."""
     total = full.flatten(1).sum(1)                                                  # (B,)
     mass = full.abs().flatten(1).sum(1).clamp_min(1e-30)
     remainder = full - parts.sum(0)
-    return {"signed_share": parts.flatten(2).sum(2) / total,
+    norms = parts.flatten(2).norm(dim=2)                                            # (k, B)
+    return {"cluster_percentages": 100 * norms / norms.sum(0).clamp_min(1e-30),
+            "signed_share": parts.flatten(2).sum(2) / total,
             "mass_share": parts.abs().flatten(2).sum(2) / mass,
             "remainder": remainder.abs().flatten(1).sum(1) / mass}

@@ -45,7 +45,8 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
     out = Path(out)
     artifacts.hold(out)
     tag = f"{clusters.block}_k{clusters.k}_{method}"
-    collected: dict[str, list[np.ndarray]] = {"signed_share": [], "mass_share": [], "remainder": []}
+    collected: dict[str, list[np.ndarray]] = {"cluster_percentages": [], "signed_share": [], "mass_share": [],
+                                              "remainder": []}
     for x, y, idx in tqdm(session.loader(indices=indices), desc="decomposition", unit="batch"):
         x, y = x.to(session.device), y.to(session.device)
         target = predictions(model(x), y, EvalConfig())["target"]
@@ -56,7 +57,7 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
     stats = {k: np.concatenate(v, axis=-1) for k, v in collected.items()}     # (k, N) and (N,)
     if num_images == 1:
         i = int(indices[0])
-        share = stats["mass_share"][:, 0]
+        share = stats["cluster_percentages"][:, 0]
         plots.decomposition_figure(figures.denormalise(x[0].cpu().numpy(), spec.mean, spec.std),
                                    full[0].abs().sum(0).cpu().numpy(), parts[:, 0].abs().sum(1).cpu().numpy(),
                                    (full[0] - parts[:, 0].sum(0)).abs().sum(0).cpu().numpy(),
@@ -64,17 +65,18 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
                                    f"{method} of image {i} (class {source.classes[int(target[0])]}), "
                                    f"{clusters.block} split into k={clusters.k} clusters")
         result = {"image": i, "target": int(target[0]), "cluster_sizes": sizes.tolist(),
-                  "signed_share": stats["signed_share"][:, 0].tolist(), "mass_share": share.tolist(),
+                  "cluster_percentages": share.tolist(), "signed_share": stats["signed_share"][:, 0].tolist(),
+                  "mass_share": stats["mass_share"][:, 0].tolist(),
                   "remainder_relative": float(stats["remainder"][0])}
         path = out / f"decomposition_{tag}_img{i}.json"
     else:
         result = {"n_images": len(indices), "cluster_sizes": sizes.tolist(),
-                  **{f"{k}_{s}": getattr(np, s)(stats[k], axis=1).tolist() for k in ("signed_share", "mass_share")
+                  **{f"{k}_{s}": getattr(np, s)(stats[k], axis=1).tolist() for k in ("cluster_percentages", "signed_share", "mass_share")
                      for s in ("mean", "std")},
                   "remainder_relative_max": float(stats["remainder"].max())}
-        plots.decomposition_bars(np.array(result["mass_share_mean"]), np.array(result["mass_share_std"]), sizes,
-                                 out / f"aggregate_{tag}.png",
-                                 f"{method}: attribution mass per cluster of {clusters.block} ({len(indices)} images)")
+        plots.decomposition_bars(np.array(result["cluster_percentages_mean"]),
+                                 np.array(result["cluster_percentages_std"]), sizes, out / f"aggregate_{tag}.png",
+                                 f"{method}: each cluster's share per image, {clusters.block} ({len(indices)} images)")
         path = out / f"aggregate_stats_{tag}.json"
     content = {"block": clusters.block, "k": clusters.k, "method": method, "stats_dir": str(clusters.folder), **result}
     artifacts.write_json(path, content)

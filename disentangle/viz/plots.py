@@ -140,13 +140,14 @@ def control_distribution(random: dict[tuple[str, str], np.ndarray], effect: dict
 def decomposition_figure(image: np.ndarray, full: np.ndarray, parts: np.ndarray, remainder: np.ndarray,
                          share: np.ndarray, sizes: np.ndarray, path: str | os.PathLike, title: str) -> None:
     """Image, full map and one map per cluster (all ``(H, W)`` of Σ_c|a_c|, one colour scale), and
-    the remainder. ``image (H, W, 3)`` in [0, 1]; ``parts (k, H, W)``; ``share (k,)`` mass shares."""
+    the remainder. ``image (H, W, 3)`` in [0, 1]; ``parts (k, H, W)``; ``share (k,)`` percentages
+    (each cluster map's L2 norm over the sum of the clusters' norms; they add up to 100)."""
     k = len(parts)
     fig, axes = plt.subplots(1, k + 3, figsize=(2.4 * (k + 3), 2.9))
     vmax = float(max(full.max(), parts.max(), 1e-12))
     axes[0].imshow(image)
     axes[0].set_title("image", fontsize=9)
-    panels = [("full map", full)] + [(f"cluster {c} only\n({sizes[c]} neurons, {100 * share[c]:.0f}% of mass)", parts[c])
+    panels = [("full map", full)] + [(f"cluster {c} only\n({sizes[c]} neurons, {share[c]:.0f}% of norms)", parts[c])
                                      for c in range(k)] + [("remainder\n(full − Σ clusters)", remainder)]
     for ax, (name, m) in zip(axes[1:], panels):
         im = ax.imshow(m, cmap="inferno", vmin=0, vmax=vmax)
@@ -161,11 +162,12 @@ def decomposition_figure(image: np.ndarray, full: np.ndarray, parts: np.ndarray,
 
 def decomposition_bars(mean: np.ndarray, std: np.ndarray, sizes: np.ndarray, path: str | os.PathLike,
                        title: str) -> None:
-    """Mean (± std over images) share of the attribution mass per cluster."""
+    """Mean (± std over images) percentage per cluster: its map's L2 norm over the sum of the
+    clusters' norms (per image, the percentages add up to 100)."""
     fig, ax = plt.subplots(figsize=(1.2 * len(mean) + 2.5, 3.2))
     ax.bar(range(len(mean)), mean, yerr=std, color=[cluster_colour(c) for c in range(len(mean))], capsize=4)
     ax.set_xticks(range(len(mean)), [f"cluster {c}\n({sizes[c]} neurons)" for c in range(len(mean))], fontsize=8)
-    ax.set_ylabel("share of attribution mass")
+    ax.set_ylabel("% of the clusters' summed L2 norms")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
