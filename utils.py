@@ -58,10 +58,11 @@ def _probability_drop(model: torch.nn.Module, img: torch.Tensor, attr: np.ndarra
                       metric: str, grid_size: int = 14) -> float:
     x = img[None] if img.dim() == 3 else img[None, None]
     with torch.no_grad():
-        pred = model(x).argmax(1)                       # the original always explains the top class
+        probs = model(x).float().softmax(1)
+    pred = probs.argmax(1)                              # the original always explains the top class
     a = _batch(attr).to(device=x.device, dtype=torch.float32)
-    return float(metrics.faithfulness(model, x, a, pred, metric, drop_fraction, protocol="original",
-                                      grid=grid_size)[0])
+    return float(metrics.faithfulness(model, x, a, pred, metric, drop_fraction, p_clean=probs.gather(1, pred[:, None])
+                                      .squeeze(1), protocol="original", grid=grid_size)[0])
 
 
 def probability_drop_pixel_wise(model: torch.nn.Module, img: torch.Tensor, attr: np.ndarray,

@@ -71,8 +71,8 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
         path = out / f"decomposition_{tag}_img{i}.json"
     else:
         result = {"n_images": len(indices), "cluster_sizes": sizes.tolist(),
-                  **{f"{k}_{s}": getattr(np, s)(stats[k], axis=1).tolist() for k in ("cluster_percentages", "signed_share", "mass_share")
-                     for s in ("mean", "std")},
+                  **{f"{k}_{s}": getattr(np, s)(stats[k], axis=1).tolist()
+                     for k in ("cluster_percentages", "signed_share", "mass_share") for s in ("mean", "std")},
                   "remainder_relative_max": float(stats["remainder"].max())}
         plots.decomposition_bars(np.array(result["cluster_percentages_mean"]),
                                  np.array(result["cluster_percentages_std"]), sizes, out / f"aggregate_{tag}.png",

@@ -25,7 +25,6 @@ from .session import setup
 from .summary import compare_to_controls, write_grid_summary
 
 
-
 @dataclass(frozen=True)
 class GridConfig:
     """Everything the grid runs. ``blocks`` None: block_1..block_4 (all the model's blocks if it
