@@ -4,11 +4,17 @@
       --stats_dir outputs/neuron_stats/block_1_k3
   torchrun --nproc_per_node=4 class_analysis.py ...     # the same CSV, the classes shared by 4 ranks
 
-Writes outputs/class_analysis_metrics_<start>_<end>.csv (one row per class) and its manifest
-beside it (.manifest.json). Finished classes are kept while running, so an interrupted run
+As the original: the first --images_per_class images of each class, each explained for its
+predicted class, pixel-wise metrics by default. Writes outputs/class_analysis_metrics_<start>_<end>.csv
+(one row per class and method, the original's columns: class_id, class_name, method,
+filtered_/baseline_ sparsity and faithfulness mean and std (ddof 0), mean_diff = baseline minus
+filtered faithfulness; then n_images, accuracy, sparsity_diff) and its manifest beside it
+(.manifest.json). Finished classes are kept while running, so an interrupted run
 resumes; merge_classes.py joins the CSVs of several class ranges.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from disentangle import cli
 from disentangle.core.hooks import MODES
@@ -22,9 +28,11 @@ def parser() -> cli.Parser:
     cli.add(p, "stats_dir", default=str(layout.stats_dir("block_1", 3)), help="output of neuron_stats.py")
     cli.add(p, "class_start", type=int, default=0, help="first class (inclusive)")
     cli.add(p, "class_end", type=int, default=None, help="last class (exclusive); default: every class")
-    cli.add(p, "images_per_class", type=cli.positive, default=50, help="images per class, evenly spread over it")
+    cli.add(p, "images_per_class", type=cli.positive, default=50, help="images per class (50: all of ImageNet's)")
+    cli.add(p, "image_order", choices=("original", "spread"), default="original",
+            help="which images of a class: original (its first ones in ImageFolder order) or spread (evenly over it)")
     cli.add(p, "mode", default="detach", help=f"{' or '.join(MODES)}")
-    cli.attribution_args(p, target_flag=False, metrics=False)
+    cli.attribution_args(p, target_flag=False, metrics=False, metric="pixel")
     cli.runtime_args(p, engine=True)
     cli.add(p, "output", default=None, help="default: outputs/class_analysis_metrics_<start>_<end>.csv")
     cli.add(p, "overwrite", action="store_true", help="replace a result made with other settings")
@@ -36,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     clusters = readers.load_clusters(args.stats_dir)
     run_class_analysis(clusters, args.cluster_idx, args.class_start, args.class_end, args.images_per_class, args.mode,
-                       cli.eval_config(args), cli.runtime(args), args.output, args.overwrite,
-                       default_out=layout.class_analysis_file)
+                       replace(cli.eval_config(args), target="pred"), cli.runtime(args), args.output,
+                       args.overwrite, default_out=layout.class_analysis_file,
+                       image_order="first" if args.image_order == "original" else "spread")
     return 0
 
 

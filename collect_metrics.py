@@ -1,13 +1,16 @@
 """Gather the baseline, every filtered run and their random controls into outputs/mask_grid_summary.csv.
 
-One row per block, k, cluster, mode, method and measure (sparsity or faithfulness): cluster size,
-baseline and filtered means, the mean per-image delta, accuracy, and where the delta sits among the
-random-neuron controls of the same size (percentile and empirical p-value) when they were run.
-Every run is checked to be made against the baseline in <outputs>/baseline.
+mask_grid_summary.csv is the original's table: one row per filtered run and a last row for the
+baseline, with the original's columns first (block, k_clusters, clusterId, accuracy_top1, then per
+method faithfulness and sparsity mean and std), then ours (mode, cluster size, mean per-image
+deltas, where they sit among the random-neuron controls when they were run). mask_grid_long.csv
+beside it has one row per run, method and measure. Every run is checked to be made against the
+baseline in <outputs>/baseline.
 """
 from __future__ import annotations
 
 from disentangle import cli
+from disentangle.io import layout
 from disentangle.pipeline.summary import write_grid_summary
 
 
@@ -22,8 +25,8 @@ def parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out, frame = write_grid_summary(args.outputs, args.output)
-    print(f"{frame[['block', 'k', 'cluster', 'mode']].drop_duplicates().shape[0]} filtered runs, "
-          f"{len(frame)} rows -> {out}")
+    print(f"{frame[['block', 'k', 'cluster', 'mode']].drop_duplicates().shape[0]} filtered runs and the baseline "
+          f"-> {out} (long form: {out.with_name(layout.GRID_LONG)})")
     return 0
 
 

@@ -1,13 +1,13 @@
 """Decompose attributions over a block's clusters: the map with only one cluster's path open.
 
-With --num_images 1: for image --img_idx, the full map beside each cluster's map and the remainder
-(full − Σ clusters, zero up to rounding: the clusters partition the block, a cut of the network),
-with each cluster's share; figure and JSON in outputs/decomposition_analysis/. With --num_images N > 1:
-the same over N evenly spread images, aggregated to aggregate_stats_<block>_k<k>_<method>.json and a bar chart.
+For image --img_idx (--num_images 1), or N images evenly spaced over the data set (--num_images N,
+as the original), each cluster's map beside the full map and the remainder (full − Σ clusters,
+zero up to rounding: the clusters partition the block, a cut of the network). Per image
+cluster_analysis_<method>_<idx>.json (the original's keys: cluster_magnitudes, cluster_percentages
+(L2 norms, adding up to 100), cluster_sparsity, reconstruction_error, cluster_independence; then
+ours) and .png, and aggregate_stats_<method>.json over them, in outputs/decomposition_analysis/.
 """
 from __future__ import annotations
-
-import json
 
 from disentangle import cli
 from disentangle.io import layout, readers
@@ -16,8 +16,11 @@ from disentangle.pipeline.decomposition import decompose
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add(p, "img_idx", type=int, default=1050, help="image index in the data set (--num_images 1)")
-    cli.add(p, "images", type=cli.positive, default=1, help="1: one image; N > 1: N evenly spread images, aggregated")
+    cli.add(p, "img_idx", type=int, default=1050,
+            help="image position in the data set's ImageFolder order (--num_images 1)")
+    cli.add(p, "images", type=cli.positive, default=1,
+            help="1: image --img_idx; N > 1: N images evenly spaced over the data set in ImageFolder order "
+                 "(the original's default was 20)")
     cli.add(p, "stats_dir", default=str(layout.stats_dir("block_1", 3)), help="output of neuron_stats.py")
     cli.add(p, "method", default="ig", help="ig or saliency (signed gradient, so that the maps add up)")
     cli.add(p, "ig_steps", type=cli.positive, default=50, help="Integrated Gradients steps")
@@ -32,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     clusters = readers.load_clusters(args.stats_dir)
     _, content = decompose(clusters, args.method, cli.runtime(args), args.output_dir, args.img_idx, args.images,
                            args.ig_steps)
-    print(json.dumps({k: v for k, v in content.items() if k not in ("block", "k", "method", "stats_dir")},
-                     indent=1)[:800])
+    for c, share in content["cluster_percentages"].items():
+        print(f"cluster {c} ({content['cluster_sizes'][int(c)]} neurons): {share['mean']:.1f}% of the map's L2 norm "
+              f"(± {share['std']:.1f}), sparsity {content['cluster_sparsity'][c]['mean']:.3f}")
+    print(f"reconstruction error {content['reconstruction_errors']['mean']:.2e}, cluster independence "
+          f"{content['cluster_independence']['mean']:.3f}")
     return cli.artifacts_in(args.output_dir)
 
 

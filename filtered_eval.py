@@ -14,7 +14,7 @@ from disentangle.pipeline import experiment
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add(p, "cluster_idx", type=int, default=0, help="cluster to block (0 = largest)")
+    cli.add(p, "cluster_idx", type=int, default=0, help="cluster to block")
     cli.add(p, "stats_dir", default=str(layout.stats_dir("block_1", 3)), help="output of neuron_stats.py")
     cli.blocked_args(p)
     cli.output_args(p, None, "default: outputs/filtered_<block>_cluster_<c>_k<k>[_zero]")

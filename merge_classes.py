@@ -23,7 +23,7 @@ def parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     frame = merge_class_tables(args.input_files, args.output, args.allow_gaps)
-    print(f"{len(frame)} classes from {len(args.input_files)} files -> {args.output}")
+    print(f"{frame['class_id'].nunique()} classes from {len(args.input_files)} files -> {args.output}")
     return 0
 
 

@@ -20,7 +20,7 @@ def parser() -> cli.Parser:
     cli.clustering_method_args(p)
     cli.add(p, "from_stats", default=None,
             help="cluster this stats_<block>.npz (e.g. the original's published statistics) without a model")
-    cli.model_args(p, images=1000)
+    cli.model_args(p, images=1000, order="first")
     cli.runtime_args(p)
     cli.output_args(p, None, "default: outputs/neuron_stats/<block>_k<k>")
     return p
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         source = args.from_stats
     else:
         session = setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args),
-                        args.seed)
+                        args.seed, cli.image_order(args, "first"))
         outcome = run_neuron_stats(session, args.block, args.k, args.n_init, out, args.overwrite, args.features,
                                    args.kmeans)
         source = args.model

@@ -36,7 +36,7 @@ def parser() -> cli.Parser:
     cli.add(g, "repeats", type=cli.positive, default=5, help="random neuron sets per controlled cluster")
     cli.add(g, "stats_images", type=cli.positive, default=1000, help="images for the neuron statistics")
     cli.clustering_method_args(g)
-    cli.model_args(p, images=100)
+    cli.model_args(p, images=100, order="grid")
     cli.runtime_args(p, engine=True)
     cli.attribution_args(p, target_flag=False, metrics=False)
     cli.add(p, "outputs", default="outputs", help="root folder of every artifact")
@@ -49,7 +49,8 @@ def parser() -> cli.Parser:
 def config(args) -> grid.GridConfig:
     return grid.GridConfig(
         model=args.model, weights=args.weights, data=args.data, data_root=args.data_root, images=args.images,
-        seed=args.seed, blocks=args.blocks, ks=ints(args.ks), modes=cli.names(args.modes),
+        image_order=args.image_order, seed=args.seed, blocks=args.blocks, ks=ints(args.ks),
+        modes=cli.names(args.modes),
         control_ks=None if args.control_ks is None else ints(args.control_ks), repeats=args.repeats,
         stats_images=args.stats_images, n_init=args.n_init, features=args.features, kmeans=args.kmeans,
         eval=cli.eval_config(args), outputs=Path(args.outputs),

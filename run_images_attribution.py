@@ -1,7 +1,9 @@
-"""Attribution figures (as visualize_attribution.py) for images spread evenly over the classes.
+"""Attribution figures (as visualize_attribution.py) for images evenly spaced over the data set.
 
-Writes one figure per image and a contact sheet (one row per image: input, baseline IG, IG with the
-cluster blocked, difference) as <output_dir>/attr_<block>_c<c>_k<k>_grid_<metric>.png.
+As the original, --images (20) images at linspace(0, len - 1, N) of the ImageFolder order. Writes
+one figure per image (attr_example_<idx>_idx_<c>_k<k>.png) and a contact sheet (one row per image:
+input, baseline IG, IG with the cluster blocked, difference) as
+<output_dir>/attr_<block>_c<c>_k<k>_grid_<metric>.png.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from disentangle.pipeline.figures import attribution_figures
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add(p, "images", type=cli.positive, default=20, help="images, spread evenly over the classes")
+    cli.add(p, "images", type=cli.positive, default=20, help="images, evenly spaced over the data set")
     cli.figure_args(p)
     return p
 

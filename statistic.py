@@ -1,17 +1,23 @@
 """Paired significance of the change in sparsity and faithfulness when a neuron cluster is blocked.
 
-Pairs every image's value in a filtered run with its value in the baseline (by image index) and
-reports, per method and measure: means, the mean difference (filtered - baseline), a paired t-test,
+Pairs every image's value in a filtered run with its value in the baseline (by image index). For
+one filtered run, statistical_results.json begins as the original's: per method (ig, saliency) its
+numbers of faithfulness (n_samples, baseline_mean, ..., cohens_d, bootstrap_ci_lower/upper with
+RandomState(--seed) resamples, percent_improved, percentile_5 ... percentile_95). Then, per method
+and measure: means, the mean difference (filtered - baseline), a paired t-test,
 a Wilcoxon signed-rank test, Cohen's d_z, a percentile bootstrap interval of the mean difference and
 both tests' p-values adjusted across every test of the output (Holm and Benjamini-Hochberg). --all
 does this for every finished filtered_* folder under --outputs and corrects across all of them.
 
 Writes statistical_results.json and manifest.json to --output_dir (default
 outputs/statistics/<filtered folder name>, with --all outputs/statistics/all). The statistics read the
-runs' per_image.csv files and recompute nothing, so --batch_size changes nothing.
+runs' per_image.csv files: the faithfulness values the original recomputes from the attribution
+files, made with the same definitions. --baseline_dir and --filtered_dir take a run's folder or its
+attributions/ folder (the original's arguments).
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from disentangle import cli
@@ -25,9 +31,11 @@ def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
     r = p.add_argument_group("runs")
     cli.add(r, "outputs", default="outputs", help="folder holding baseline/ and filtered_*/")
-    cli.add(r, "baseline_dir", default=None, help="output of baseline_eval.py; default: <outputs>/baseline")
+    cli.add(r, "baseline_dir", default=None,
+            help="output of baseline_eval.py (or its attributions/ folder); default: <outputs>/baseline")
     cli.add(r, "filtered_dir", default=None,
-            help="output of filtered_eval.py; default: <outputs>/filtered_<block>_cluster_<c>_k<k>")
+            help="output of filtered_eval.py (or its attributions/ folder); default: "
+                 "<outputs>/filtered_<block>_cluster_<c>_k<k>")
     cli.add(r, "block", default="block_1", help="block of the default --filtered_dir")
     cli.add(r, "k", type=int, default=3, help="clustering of the default --filtered_dir")
     cli.add(r, "cluster_idx", type=int, default=0, help="cluster of the default --filtered_dir")
@@ -37,14 +45,14 @@ def parser() -> cli.Parser:
             help="test every finished filtered_* run under --outputs (instead of --filtered_dir) and "
                  "correct across all of them")
     s = p.add_argument_group("statistics")
-    cli.add(s, "images", type=cli.positive, default=None, help="use the first N paired images in index order; "
-                                                              "default: all")
+    cli.add(s, "images", type=cli.positive, default=None,
+            help="use the first N paired images in the order they were attributed (all when fewer); default: all")
     cli.add(s, "bootstrap", type=cli.positive, default=10000, help="bootstrap resamples of the mean difference")
-    cli.add(s, "seed", type=int, default=0, help="bootstrap seed (the same for every test)")
+    cli.add(s, "seed", type=int, default=42, help="bootstrap seed (the same for every test; 42 as the original)")
     cli.add(s, "alpha", type=cli.finite, default=0.05,
             help="level of the 'significant' flags; the interval covers 1 - alpha")
-    cli.add(s, "batch_size", type=cli.positive, default=None,
-            help="accepted for the original command line; changes nothing (statistics read the per-image artifacts)")
+    # The original's --batch_size only paced its recomputation; nothing is recomputed here.
+    cli.add(s, "batch_size", type=cli.positive, default=None, help=argparse.SUPPRESS)
     cli.add(p, "output_dir", default=None,
             help="default: <outputs>/statistics/<filtered folder name>, or <outputs>/statistics/all")
     return p
@@ -76,10 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         folders = [Path(args.filtered_dir or layout.filtered_dir(args.block, args.cluster_idx, args.k, root=root))]
         out = args.output_dir or layout.statistics_dir(folders[0].name, root)
-    tests, neuron_stats = paired_tests(args.baseline_dir or layout.baseline_dir(root), folders, out, cfg,
-                                       args.stats_dir, args.batch_size)
+    original, tests, neuron_stats = paired_tests(args.baseline_dir or layout.baseline_dir(root), folders, out, cfg,
+                                                 args.stats_dir)
     if neuron_stats:
         print(f"neuron statistics {neuron_stats['folder']}: {neuron_stats['block']}, k={neuron_stats['k']}")
+    n = next(iter(tests.values()))["n"]
+    if args.images and args.images > n:
+        print(f"note: --num_images {args.images} asked for, the runs hold {n} paired images; using all of them")
+    for m, r in original.items():
+        print(f"{m} faithfulness: {r['baseline_mean']:.4f} -> {r['filtered_mean']:.4f}, difference "
+              f"{r['mean_difference']:+.4f} [{r['bootstrap_ci_lower']:+.4f}, {r['bootstrap_ci_upper']:+.4f}], "
+              f"t = {r['ttest_statistic']:.3f} (p = {r['ttest_pvalue']:.3g}), d = {r['cohens_d']:.3f}, "
+              f"{r['percent_improved']:.1f}% of images improved")
     print_table(tests)
     return cli.artifacts_in(out)
 

@@ -2,8 +2,9 @@
 
 Rows IG and Saliency; columns: the input, the baseline map, the map with the cluster blocked (same
 colour scale), their difference, and the input masked where the baseline map is highest (what
-faithfulness measures). Titles carry the predicted class and its probability, and each map's
-sparsity and faithfulness. Writes <output_dir>/attr_<block>_c<c>_k<k>_img<idx>_<metric>.png.
+faithfulness measures). Each image's prediction is explained, as the original; titles carry it and
+its probability, and each map's sparsity and faithfulness. Writes
+<output_dir>/attr_example_<img_idx>_idx_<c>_k<k>.png (the original's name).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from disentangle.pipeline.figures import attribution_figures
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.add(p, "img_idx", type=int, default=1500, help="image index in the data set")
+    cli.add(p, "img_idx", type=int, default=1500, help="image position in the data set's ImageFolder order")
     cli.figure_args(p)
     return p
 

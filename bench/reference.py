@@ -1,5 +1,8 @@
 """The yardstick: baseline + one filtered cluster, implemented the straightforward way, one image at a time.
 
+Under the original protocol (the default) the metrics are the original utils.py's, written the
+way it writes them (NumPy, Python loops over patches); under the extended one, this project's.
+
 Per image: the model's prediction; then twice, without and with the cluster's channels detached at the
 block (a forward hook, as filtered_eval.py's hooked path installs it): captum ``IntegratedGradients``
 (Gauss-Legendre, all steps of the image in one captum call, captum's convergence delta) and captum
@@ -40,6 +43,44 @@ def sparsity(attr: np.ndarray, metric: str, mass: float) -> float:
     return float(1 - np.count_nonzero(before < mass * s.sum() * (1 - 1e-9)) / s.size)
 
 
+def original_sparsity(attr: np.ndarray, metric: str, mass: float) -> float:
+    """The original's: pixel over every value of the map, patch over the 14x14 grid of the
+    channel-summed map (patch H // 14, a remainder ignored); 1 - k / N with k = searchsorted(descending
+    cumulative mass, mass * total) + 1; 0.0 for an all-zero map."""
+    a = np.abs(attr)
+    if metric == "pixel":
+        s = a.ravel().astype(np.float64)
+    else:
+        a = a.sum(0)
+        ph, pw = a.shape[0] // PATCH_GRID, a.shape[1] // PATCH_GRID
+        s = np.array([a[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() for i in range(PATCH_GRID)
+                      for j in range(PATCH_GRID)], dtype=np.float64)
+    total = s.sum()
+    if total == 0:
+        return 0.0
+    k = np.searchsorted(np.cumsum(np.sort(s)[::-1]), mass * total) + 1
+    return float(1 - k / s.size)
+
+
+def original_masked_image(x: np.ndarray, attr: np.ndarray, metric: str, fraction: float) -> np.ndarray:
+    """The original's masking: ``x (C, H, W)`` times a 0/1 mask of its top ``fraction`` of pixels (of
+    the channel-summed map) or of the 14x14 grid's patches (a remainder never masked)."""
+    a = np.abs(attr).sum(0)
+    h, w = a.shape
+    mask = np.ones((h, w), dtype=np.float32)
+    if metric == "pixel":
+        top = np.argsort(-a.ravel())[:max(1, int(round(fraction * a.size)))]
+        mask.ravel()[top] = 0.0
+    else:
+        ph, pw = h // PATCH_GRID, w // PATCH_GRID
+        scores = np.array([a[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() for i in range(PATCH_GRID)
+                           for j in range(PATCH_GRID)])
+        for flat in np.argsort(-scores)[:max(1, int(round(fraction * scores.size)))]:
+            i, j = divmod(int(flat), PATCH_GRID)
+            mask[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = 0.0
+    return x * mask
+
+
 def masked_image(x: np.ndarray, attr: np.ndarray, metric: str, fraction: float, mask_value: float) -> np.ndarray:
     """``x (C, H, W)`` with its top ``fraction`` of pixels or patches by ``attr`` set to ``mask_value``."""
     s = importance(attr, metric)
@@ -68,6 +109,9 @@ def evaluate_image(model: nn.Module, x: torch.Tensor, label: int, cfg: EvalConfi
     pred = int(logits.argmax())
     target = pred if cfg.target == "pred" else label
     confidence = float(torch.softmax(logits, 0)[target])
+    original = cfg.protocol == "original"
+    # The original measures faithfulness on the clean image's predicted class.
+    faith_class, p_faith = (pred, float(torch.softmax(logits, 0)[pred])) if original else (target, confidence)
     shared = {"pred": pred, "target": target, "top1": pred == label, "confidence": confidence,
               "top5": label in logits.topk(min(5, len(logits))).indices.tolist()}
     image = x[0].cpu().numpy()
@@ -85,9 +129,13 @@ def evaluate_image(model: nn.Module, x: torch.Tensor, label: int, cfg: EvalConfi
                     attr = Saliency(model).attribute(x.clone().requires_grad_(), target=target, abs=True)
                 attr = attr[0].detach().cpu().numpy()
                 res[f"{m}_attr"] = attr
-                res[f"{m}_sparsity"] = sparsity(attr, cfg.metric, cfg.mass)
-                masked = masked_image(image, attr, cfg.metric, cfg.drop_fraction, cfg.mask_value)
-                res[f"{m}_faithfulness"] = confidence - probability(model, masked, target, x.device)
+                if original:
+                    res[f"{m}_sparsity"] = original_sparsity(attr, cfg.metric, cfg.mass)
+                    masked = original_masked_image(image, attr, cfg.metric, cfg.drop_fraction)
+                else:
+                    res[f"{m}_sparsity"] = sparsity(attr, cfg.metric, cfg.mass)
+                    masked = masked_image(image, attr, cfg.metric, cfg.drop_fraction, cfg.mask_value)
+                res[f"{m}_faithfulness"] = p_faith - probability(model, masked, faith_class, x.device)
         out[cell] = res
     return out
 

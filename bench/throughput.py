@@ -230,7 +230,7 @@ def role(args) -> dict:
         def engine(out: Path, loader) -> None:
             cells = [(out / "baseline", torch.zeros_like(blocked)), (out / "filtered", blocked)]
             evaluation.run(model, loader, cfg, block, cells, device, None, ig_rows, desc="engine",
-                           save_attributions=True, auto=auto, stem=stem, plain=args.plain)
+                           attribution_format="npz", auto=auto, stem=stem, plain=args.plain)
             for cell, _ in cells:
                 evaluation.finalize(cell, cfg)
 

@@ -9,6 +9,8 @@ import pytest
 
 import baseline_eval
 from disentangle.attribution import evaluation
+from disentangle.data.concepts import ConceptWorld
+from disentangle.data.images import even_subset, folder_order
 from tests.conftest import ROOT
 
 FAST = ["--images", "24", "--ig-steps", "8", "--batch-size", "8"]
@@ -23,29 +25,61 @@ def files(folder):
 
 
 def test_artifacts(tmp_path, tiny):
+    """The original's files and keys: per-image NPY maps, flat metric keys (std ddof 0), accuracy
+    over the whole data set; the images at positions i * (len // N) of the ImageFolder order."""
     out = tmp_path / "baseline"
     assert run(out, "--metric", "pixel") == 0
     assert {str(p) for p in files(out)} == {
         "accuracy.json", "metrics.json", "per_image.csv", "manifest.json",
-        *(f"attributions/{m}/batch_0000{b}.npz" for m in ("ig", "saliency") for b in range(3))}
+        *(f"attributions/{m}_{i}.npy" for m in ("ig", "saliency") for i in range(24))}
     frame = pd.read_csv(out / "per_image.csv")
-    assert len(frame) == 24 and frame["index"].is_monotonic_increasing
+    targets = ConceptWorld("val").targets
+    assert frame["index"].tolist() == folder_order(targets)[np.arange(24) * (12000 // 24)].tolist()
+    assert (frame["target"] == frame["label"]).all()                     # the true label is explained
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["metric"] == "pixel"
+    assert metrics["settings"]["metric"] == "pixel" and metrics["settings"]["protocol"] == "original"
+    assert all(isinstance(v, dict) for v in metrics.values())            # as the original's collect_metrics reads it
     for m in ("ig", "saliency"):
-        assert metrics[m]["sparsity"]["mean"] == pytest.approx(frame[f"{m}_sparsity"].mean())
+        assert list(metrics[m])[:4] == ["sparsity_mean", "sparsity_std", "faithfulness_mean", "faithfulness_std"]
+        assert metrics[m]["sparsity_mean"] == pytest.approx(frame[f"{m}_sparsity"].mean())
+        assert metrics[m]["faithfulness_std"] == pytest.approx(np.std(frame[f"{m}_faithfulness"]))   # ddof 0
         assert 0 <= frame[f"{m}_sparsity"].min() and frame[f"{m}_sparsity"].max() < 1
-    assert metrics["ig"]["convergence_delta_abs"]["max"] == pytest.approx(frame["ig_delta"].abs().max())
+    assert metrics["ig"]["convergence_delta_abs_max"] == pytest.approx(frame["ig_delta"].abs().max())
     acc = json.loads((out / "accuracy.json").read_text())
-    assert acc["top1"] == pytest.approx(frame["top1"].mean()) and acc["top1"] >= 0.8
+    assert acc["n_images"] == 12000 and acc["top1"] >= 0.8 and acc["images"]["n_images"] == 24
+    assert acc["images"]["top1"] == pytest.approx(frame["top1"].mean())
+    for i in (0, 9, 23):
+        a = np.load(out / "attributions" / f"ig_{i}.npy")
+        assert a.shape == (3, 56, 56) and a.dtype == np.float32
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["config"]["weights_sha256"] == tiny.weights["sha256"]
+    assert manifest["config"]["metric"] == "pixel" and manifest["config"]["seed"] == 0
+    assert manifest["config"]["image_order"] == "strided"
+
+
+def test_compact_attributions_and_extended_options(tmp_path, tiny):
+    """--attribution_format npz (one file per batch), --image_order spread, --protocol extended,
+    --target pred: this project's choices, each recorded."""
+    out = tmp_path / "baseline"
+    assert run(out, "--attribution_format", "npz", "--image_order", "spread", "--protocol", "extended",
+               "--target", "pred") == 0
+    frame = pd.read_csv(out / "per_image.csv")
+    assert frame["index"].tolist() == even_subset(ConceptWorld("val").targets, 24).tolist()
+    assert (frame["target"] == frame["pred"]).all()
+    assert {str(p) for p in files(out / "attributions")} == {
+        f"{m}/batch_0000{b}.npz" for m in ("ig", "saliency") for b in range(3)}
     with np.load(out / "attributions" / "ig" / "batch_00001.npz") as z:
         assert z["attributions"].shape == (8, 3, 56, 56)
         assert z["indices"].tolist() == frame["index"][8:16].tolist()
         assert z["targets"].tolist() == frame["target"][8:16].tolist()
         assert np.allclose(z["delta"], frame["ig_delta"][8:16])
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["config"]["weights_sha256"] == tiny.weights["sha256"]
-    assert manifest["config"]["metric"] == "pixel" and manifest["config"]["seed"] == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ig"]["faithfulness_std"] == pytest.approx(frame["ig_faithfulness"].std(ddof=1))
+    acc = json.loads((out / "accuracy.json").read_text())
+    assert acc == {"top1": pytest.approx(frame["top1"].mean()), "top5": pytest.approx(frame["top5"].mean()),
+                   "n_images": 24}
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["protocol"], config["target"], config["image_order"]) == ("extended", "pred", "spread")
 
 
 def test_same_seed_identical_artifacts(tmp_path, tiny):
@@ -88,7 +122,7 @@ def test_other_settings_in_the_same_folder(tmp_path, tiny, capsys):
     assert run(out, "--metric", "pixel") == 2
     assert "other settings (metric: 'patch' there, 'pixel' now)" in capsys.readouterr().err
     assert run(out, "--metric", "pixel", "--overwrite") == 0
-    assert json.loads((out / "metrics.json").read_text())["metric"] == "pixel"
+    assert json.loads((out / "metrics.json").read_text())["settings"]["metric"] == "pixel"
 
 
 def corrupt_folder(tmp_path):

@@ -312,7 +312,7 @@ def live_tensors_at_each_write(tiny, n, tmp_path, monkeypatch):
     images = Images(world, even_subset(world.targets, n))
     evaluation.run(tiny.model, images.loader(tiny.spec.transform(square=True), 4), EvalConfig(ig_steps=2),
                    BLOCK, [(out / "baseline", BLOCKED[0]), (out / "filtered", BLOCKED[1])], torch.device("cpu"),
-                   save_attributions=True)
+                   attribution_format="npz")
     assert len(list((out / "filtered" / "attributions" / "ig").glob("*.npz"))) == n // 4
     return counts
 

@@ -34,7 +34,7 @@ def png_size(path) -> tuple[int, int]:
 def test_baseline_panels_are_captum_maps(tiny):
     world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
     x = torch.stack([world[i][0] for i in (1500, 7)])                                  # (2, 3, 56, 56)
-    cfg = EvalConfig(ig_steps=8)
+    cfg = EvalConfig(ig_steps=8, target="pred")
     p = figures.attribution_panels(tiny.model, x, "features.denseblock1", channel_mask(range(8), 32), cfg, ig_batch=None)
     target = torch.from_numpy(p.target)
     assert target.tolist() == tiny.model(x).argmax(1).tolist()
@@ -53,7 +53,7 @@ def test_baseline_panels_are_captum_maps(tiny):
 def test_scripts_write_figures(stats, tmp_path, capsys):
     common = ["--stats_dir", str(stats), "--ig-steps", "4", "--output_dir", str(tmp_path)]
     assert visualize_attribution.main(["--img_idx", "1500", *common]) == 0
-    png = tmp_path / "attr_block_1_c0_k3_img1500_patch.png"
+    png = tmp_path / "attr_example_1500_idx_0_k3.png"              # the original's name
     width, height = png_size(png)
     assert 1500 < width < 4000 and 600 < height < width and 50_000 < png.stat().st_size < 3_000_000
 
@@ -64,6 +64,7 @@ def test_scripts_write_figures(stats, tmp_path, capsys):
 
     out = tmp_path / "many"
     assert run_images_attribution.main(["--num_images", "3", "--batch-size", "2", *common[:-1], str(out)]) == 0
-    assert len(list(out.glob("attr_block_1_c0_k3_img*_patch.png"))) == 3
+    assert sorted(p.name for p in out.glob("attr_example_*.png")) == [   # linspace(0, len - 1, 3), as the original
+        "attr_example_0_idx_0_k3.png", "attr_example_11999_idx_0_k3.png", "attr_example_5999_idx_0_k3.png"]
     width, height = png_size(out / "attr_block_1_c0_k3_grid_patch.png")
     assert width > 1000 and height > 800   # three rows of four panels

@@ -4,15 +4,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import accuracy
 import collect_metrics
 import control_experiment
+import control_visualization
 import filtered_eval
 import neuron_stats
 import run_experiments
 from disentangle.neurons import controls
 from disentangle.attribution import evaluation
+from disentangle.core.models import get_spec
 from disentangle.core.runtime import Runtime
 from disentangle.pipeline import experiment
 from disentangle.io import readers
@@ -53,7 +56,45 @@ def test_zero_mode_and_accuracy(staged):
     assert accuracy.main(["--stats_dir", str(staged / "stats"), "--cluster", "0", "--batches", "2",
                           "--batch-size", "12", "--output", str(out)]) == 0
     acc = json.loads(out.read_text())
-    assert acc["detach"] == acc["baseline"] and acc["zero"]["top1"] < acc["baseline"]["top1"]
+    assert list(acc)[:7] == ["block", "layer", "cluster", "top1_baseline", "top5_baseline", "top1_filtered",
+                             "top5_filtered"]
+    assert acc["n_images"] == 24 and acc["batches"] == 2
+    assert (acc["top1_filtered"], acc["top5_filtered"]) == (acc["top1_baseline"], acc["top5_baseline"])
+    # Known answer: the first two loader batches are the first 24 images of the ImageFolder order.
+    from disentangle.core.models import load_model
+    from disentangle.data.concepts import ConceptWorld
+    from disentangle.data.images import folder_order
+    from disentangle.io.readers import load_clusters
+    model = load_model("tiny_densenet", None, torch.device("cpu")).model
+    world = ConceptWorld("val", transform=get_spec("tiny_densenet").transform(square=True))
+    first = folder_order(world.targets)[:24]
+    x = torch.stack([world[int(i)][0] for i in first])
+    y = torch.as_tensor(world.targets[first])
+    channels = torch.as_tensor(load_clusters(staged / "stats").channels(0))
+
+    def zero(module, inputs, output):
+        output = output.clone()
+        output[:, channels] = 0
+        return output
+
+    with torch.no_grad():
+        plain = model(x).argmax(1)
+        handle = model.features.denseblock2.register_forward_hook(zero)
+        try:
+            ablated = model(x).argmax(1)
+        finally:
+            handle.remove()
+    assert acc["top1_baseline"] == pytest.approx((plain == y).double().mean().item())
+    assert acc["top1_zero"] == pytest.approx((ablated == y).double().mean().item())
+
+
+def test_accuracy_uses_every_batch_there_is(staged, capsys):
+    out = staged / "acc_all.json"
+    assert accuracy.main(["--stats_dir", str(staged / "stats"), "--cluster", "1", "--batches", "1000",
+                          "--batch-size", "600", "--output", str(out)]) == 0
+    assert "note: --batches 1000 asked for, the data set has 20 batches of 600 images" in capsys.readouterr().out
+    acc = json.loads(out.read_text())
+    assert acc["n_images"] == 12000 and acc["batches"] == 20
 
 
 BAD = {
@@ -104,6 +145,37 @@ def test_control_experiment_draws_sets_of_the_cluster_size(staged):
     assert all(len(s) == n for s in sets) and sets[0] != sets[1]
 
 
+def test_the_original_random_control(staged):
+    """Without --cluster_idx: one set drawn as np.random.seed(42); np.random.choice(C, n, replace=False),
+    the predictions explained, the original's metadata keys; control_visualization --n_random counts
+    the same set in the clusters."""
+    out = staged / "control_random"
+    assert control_experiment.main(["--baseline_dir", str(staged / "baseline"), "--block", "block_2",
+                                    "--n_random", "20", "--batch-size", "12", "--output_dir", str(out / "patch_wise")]) == 0
+    np.random.seed(42)
+    drawn = np.random.choice(32, 20, replace=False)
+    manifest = json.loads((out / "patch_wise" / "manifest.json").read_text())
+    assert manifest["config"]["channels"] == sorted(drawn.tolist())
+    frame = pd.read_csv(out / "patch_wise" / "per_image.csv")
+    assert (frame["target"] == frame["pred"]).all()
+    metrics = json.loads((out / "patch_wise" / "metrics.json").read_text())
+    assert list(metrics)[2:8] == ["experiment_type", "block_filtered", "neurons_filtered", "neurons_total",
+                                  "random_seed", "metric_type"]                 # as the published file
+    assert {k: metrics[k] for k in ("experiment_type", "block_filtered", "neurons_filtered", "neurons_total",
+                                    "random_seed", "metric_type")} == {
+        "experiment_type": "control_random", "block_filtered": "block_2", "neurons_filtered": 20,
+        "neurons_total": 32, "random_seed": 42, "metric_type": "patch"}
+    assert control_visualization.main(["--stats_dir", str(staged / "stats"), "--n_random", "20",
+                                       "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "control_summary.json").read_text())
+    labels = readers.load_clusters(staged / "stats").labels
+    assert summary["filtered_by_cluster"] == {str(c): int(n) for c, n in pd.Series(labels[drawn]).value_counts().items()}
+    assert (summary["total_neurons"], summary["filtered_neurons"], summary["kept_neurons"]) == (32, 20, 12)
+
+
+ORIGINAL_SUMMARY = ["block", "k_clusters", "clusterId", "accuracy_top1", "ig_faithfulness_mean", "ig_faithfulness_std",
+                    "ig_sparsity_mean", "ig_sparsity_std", "saliency_faithfulness_mean", "saliency_faithfulness_std",
+                    "saliency_sparsity_mean", "saliency_sparsity_std"]
 GRID = ["--images", "12", "--ig-steps", "4", "--batch-size", "12", "--blocks", "block_1,block_4", "--ks", "2,3",
         "--repeats", "2", "--stats_images", "24", "--n_init", "2"]
 
@@ -111,12 +183,19 @@ GRID = ["--images", "12", "--ig-steps", "4", "--batch-size", "12", "--blocks", "
 def test_grid_resumes_after_interruption_to_the_same_summary(tmp_path, tiny, monkeypatch, capsys):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert run_experiments.main([*GRID, "--outputs", str(full)]) == 0
-    summary = pd.read_csv(full / "mask_grid_summary.csv")
-    assert len(summary) == 2 * (2 + 3) * 2 * 2          # blocks x clusters x methods x measures
-    assert summary["control_n"].notna().sum() == 2 * 3 * 2 * 2  # controls for k=3 only
+    summary = pd.read_csv(full / "mask_grid_summary.csv")          # the original's wide table
+    assert list(summary.columns[:12]) == ORIGINAL_SUMMARY
+    assert len(summary) == 2 * (2 + 3) + 1 and summary["block"].iloc[-1] == "baseline"     # runs, then baseline
+    run = summary[(summary["block"] == "block_4") & (summary["k_clusters"] == 3) & (summary["clusterId"] == 2)]
+    metrics = json.loads((full / "filtered_block_4_cluster_2_k3" / "metrics.json").read_text())
+    assert run["ig_faithfulness_mean"].item() == metrics["ig"]["faithfulness_mean"]
+    assert run["accuracy_top1"].item() == metrics["accuracy_top1"]
+    assert summary["ig_faithfulness_control_p"].notna().sum() == 2 * 3   # controls for k=3 only
+    long = pd.read_csv(full / "mask_grid_long.csv")
+    assert len(long) == 2 * (2 + 3) * 2 * 2          # blocks x clusters x methods x measures
+    assert long["control_n"].notna().sum() == 2 * 3 * 2 * 2
     assert (full / "neuron_stats" / "block_4_k3" / "cluster_tsne.png").exists()
     assert (full / "control" / "block_1_cluster_0_k3" / "control_distribution.png").exists()
-    assert (full / "accuracy" / "acc_block_4_c2_k3.json").exists()
 
     real, calls = evaluation.run, []
 

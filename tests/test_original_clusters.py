@@ -74,3 +74,46 @@ def test_original_kmeans_is_the_seeds_call_and_stable_renumbers():
                                   KMeans(n_clusters=4, random_state=42).fit(z).labels_)
     sizes = kmeans(z, 4, seed=0, variant="stable")["sizes"]
     assert list(sizes) == sorted(sizes, reverse=True)
+
+
+@needs_fixtures
+def test_the_random_control_draws_the_published_set(tmp_path):
+    """control_visualization.py --block block_1 --n_random 214, on the published k=3 clusters of
+    block_1, counts the drawn neurons per cluster as the published control_summary.json does."""
+    import control_visualization
+    stats = tmp_path / "block_1_k3"
+    assert neuron_stats.main(["--from_stats", str(SEED000 / "stats_block_1.npz"), "--block", "block_1",
+                              "--n_clusters", "3", "--output_dir", str(stats)]) == 0
+    assert control_visualization.main(["--block", "block_1", "--n_random", "214", "--stats_dir", str(stats),
+                                       "--output_dir", str(tmp_path / "control_random")]) == 0
+    ours = json.loads((tmp_path / "control_random" / "control_summary.json").read_text())
+    published = json.loads((SEED000 / "control_summary.json").read_text())
+    assert {k: ours[k] for k in published} == published
+    assert list(ours)[:len(published)] == list(published)
+
+
+@needs_fixtures
+def test_the_stage_tests_check_the_published_keys():
+    """The keys and columns the stage tests require of our files are the published files' own."""
+    import pandas as pd
+    from disentangle.io.schema import class_columns
+    from disentangle.pipeline.summary import ORIGINAL_KEYS, WIDE_LEAD
+    from .test_class_analysis import ORIGINAL_COLUMNS
+    from .test_grid import ORIGINAL_SUMMARY
+    from .test_statistic import ORIGINAL_KEYS as STATISTIC_KEYS
+    assert list(pd.read_csv(SEED000 / "mask_grid_summary_patch.csv", nrows=0).columns) == ORIGINAL_SUMMARY
+    assert ORIGINAL_SUMMARY == WIDE_LEAD + [f"{m}_{k}" for m in ("ig", "saliency") for k in ORIGINAL_KEYS]
+    columns = list(pd.read_csv(SEED000 / "class_analysis_metrics_head.csv", nrows=0).columns)
+    assert columns == ORIGINAL_COLUMNS == list(class_columns())[:len(columns)]
+    published = json.loads((SEED000 / "statistical_results_patch.json").read_text())
+    assert list(published["ig"]) == STATISTIC_KEYS
+    control = json.loads((SEED000 / "control_random_patch_metrics.json").read_text())
+    assert list(control["ig"]) == ["sparsity_mean", "sparsity_std", "faithfulness_mean", "faithfulness_std"]
+    assert list(control)[2:] == ["experiment_type", "block_filtered", "neurons_filtered", "neurons_total",
+                                 "random_seed", "metric_type"]
+    single = json.loads((SEED000 / "cluster_analysis_ig_0.json").read_text())
+    assert list(single) == ["cluster_magnitudes", "cluster_percentages", "cluster_sparsity", "reconstruction_error",
+                            "cluster_independence"]
+    aggregate = json.loads((SEED000 / "aggregate_stats_ig.json").read_text())
+    assert list(aggregate) == ["cluster_magnitudes", "cluster_percentages", "cluster_sparsity",
+                               "reconstruction_errors", "cluster_independence"]

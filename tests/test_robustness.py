@@ -202,7 +202,7 @@ def grid(tmp_path_factory, tiny):
 
 
 def test_control_ks_follow_the_ks_given(grid):
-    summary = pd.read_csv(grid / "mask_grid_summary.csv")
+    summary = pd.read_csv(grid / "mask_grid_long.csv")
     assert summary["control_n"].notna().all() and (summary["k"] == 2).all()
     assert (grid / "control" / "block_4_cluster_1_k2" / "control_comparison.json").exists()
     with pytest.raises(UserError, match="--control_ks 3 must be among --ks 2"):
@@ -256,8 +256,8 @@ def test_merge_reads_and_checks_each_csv(staged, tmp_path, capsys):
     a, b = merge_inputs(staged, tmp_path)
     good = pd.read_csv(b)
     cases = {"header only": (good.iloc[:0], "has no rows"),
-             "other classes": (good.assign(**{"class": [5]}), "holds the classes 5..5"),
-             "missing column": (good.drop(columns=["delta_ig_sparsity"]), "lacks the column delta_ig_sparsity")}
+             "other classes": (good.assign(class_id=5), "holds the classes 5..5"),
+             "missing column": (good.drop(columns=["mean_diff"]), "lacks the column mean_diff")}
     for name, (frame, message) in cases.items():
         frame.to_csv(b, index=False)
         assert merge_classes.main(["--input_files", str(a), str(b), "--output", str(tmp_path / "m.csv")]) == 2, name
@@ -269,7 +269,7 @@ def test_merge_reads_and_checks_each_csv(staged, tmp_path, capsys):
     one_line(capsys, "would overwrite an input")
     assert merge_classes.main(["--input_files", str(a), str(b), "--output", str(tmp_path / "m.csv")]) == 0
     merged = json.loads((tmp_path / "m.manifest.json").read_text())
-    assert merged["config"]["classes"] == 2 and len(pd.read_csv(tmp_path / "m.csv")) == 2
+    assert merged["config"]["classes"] == 2 and len(pd.read_csv(tmp_path / "m.csv")) == 2 * 2   # classes x methods
 
 
 def test_simulation_needs_the_explanations_own_split(tmp_path, capsys):

@@ -49,9 +49,9 @@ class EvalConfig:
     mass: float = 0.9            # sparsity: share of the attribution mass to cover
     drop_fraction: float = 0.1   # faithfulness: share of pixels/patches to mask
     mask_value: float = 0.0      # faithfulness: value of masked inputs, in normalised input space
-    target: str | int = "pred"   # attribute the predicted class, the true label or one class index
+    target: str | int = "label"  # attribute the true label (the original), the predicted class or one class
     precision: str = "fp32"      # forward passes in fp32, or under bf16/fp16 autocast
-    protocol: str = "extended"   # metric definitions: the seed's ("original") or this project's
+    protocol: str = "original"   # metric definitions: the seed's ("original") or this project's
 
     def __post_init__(self):
         bad = [m for m in self.methods if m not in METHODS]
@@ -73,14 +73,15 @@ class EvalConfig:
             raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
     def recorded(self) -> dict:
-        """The settings for a manifest's config. fp32 and the extended protocol are left out, so that
-        runs made before those settings existed still match."""
-        return {k: v for k, v in asdict(self).items()
-                if not (k == "precision" and v == "fp32" or k == "protocol" and v == "extended")}
+        """The settings for a manifest's config. fp32 is left out, so that runs made before the
+        precision setting existed still match."""
+        return {k: v for k, v in asdict(self).items() if not (k == "precision" and v == "fp32")}
 
     @classmethod
     def from_recorded(cls, config: dict) -> "EvalConfig":
-        """The settings recorded in a manifest's config (by ``recorded``)."""
+        """The settings recorded in a manifest's config (by ``recorded``); a manifest without a
+        protocol predates the original protocol, so it used the extended one."""
+        config = {"protocol": "extended", **config}
         return cls(**{k: tuple(config[k]) if k == "methods" else config[k]
                       for k in cls.__dataclass_fields__ if k in config})
 
@@ -127,14 +128,27 @@ def _cat(parts: list):
     return torch.cat(parts)
 
 
-def _write_batch(out_dir: Path, b: int, indices: torch.Tensor, labels: torch.Tensor, res: dict[str, torch.Tensor],
-                 methods: Sequence[str], save_attributions: bool) -> None:
-    """One batch's artifacts: the results are copied to the host here, once per batch."""
+ATTRIBUTION_FORMATS = ("npy", "npz")
+"""How attribution maps are kept: ``npy`` one ``attributions/<method>_<i>.npy`` ``(C, H, W)``
+float32 per image, ``i`` its position in the run (the original's files); ``npz`` one
+``attributions/<method>/batch_<b>.npz`` per batch (``indices``, ``targets``, ``attributions
+(B, C, H, W)``, for IG ``delta``), compact and quicker to write."""
+
+
+def _write_batch(out_dir: Path, b: int, start: int, indices: torch.Tensor, labels: torch.Tensor,
+                 res: dict[str, torch.Tensor], methods: Sequence[str], attribution_format: str | None) -> None:
+    """One batch's artifacts (its first image is the run's ``start``-th): the results are copied to
+    the host here, once per batch."""
     res = {k: v.cpu().numpy() for k, v in res.items()}
     ids = indices.numpy()
     for m in methods:
         attr = res.pop(f"{m}_attr", None)
-        if save_attributions and attr is not None:
+        if attr is None or attribution_format is None:
+            continue
+        if attribution_format == "npy":
+            for j, a in enumerate(attr):
+                artifacts.write_npy(out_dir / "attributions" / f"{m}_{start + j}.npy", a)
+        else:
             extra = {"delta": res[f"{m}_delta"]} if f"{m}_delta" in res else {}
             artifacts.write_npz(out_dir / "attributions" / m / f"batch_{b:05d}.npz", indices=ids,
                                 targets=res["target"], attributions=attr, **extra)
@@ -192,11 +206,11 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
 
 def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[tuple[Path, torch.Tensor]],
         device: torch.device, targets: dict[int, int] | None = None, ig_internal_batch: int | None = None,
-        desc: str = "attributions", save_attributions: bool = False, auto: AutoBatch | None = None,
+        desc: str = "attributions", attribution_format: str | None = None, auto: AutoBatch | None = None,
         stem: Sequence[str] = (), plain: bool = False, fwd_hooks: Sequence[Hook] = ()) -> None:
     """Evaluate every batch of ``loader`` not yet on disk, for many ``(out_dir, blocked (Cb,))``
     cells of one block in one shared pass, writing each cell's per-batch parts as it goes (and with
-    ``save_attributions`` its maps).
+    ``attribution_format``, one of ``ATTRIBUTION_FORMATS``, its maps).
 
     ``targets`` maps data-set index -> class to explain (None: ``cfg.target`` decides);
     ``fwd_hooks`` are installed around each batch (``zero`` mode ablates the cluster's channels
@@ -204,8 +218,13 @@ def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[t
     out-of-memory by evaluating each batch in smaller parts; ``stem``, ``plain``: as in
     ``evaluate_masks``.
     """
+    if attribution_format not in (None, *ATTRIBUTION_FORMATS):
+        raise UserError(f"unknown attribution format {attribution_format!r}; "
+                        f"choose from {', '.join(ATTRIBUTION_FORMATS)}")
     blocked = torch.stack([mask for _, mask in cells]).to(device)
+    start = 0
     for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
+        start, first = start + len(x), start
         name = f"batch_{b:05d}.npz"
         if all((out / "parts" / name).exists() for out, _ in cells):
             continue
@@ -214,13 +233,18 @@ def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[t
         with hooks(model, fwd_hooks):
             results = _in_parts(auto, len(x), ig_internal_batch, lambda i, rows: evaluate_masks(
                 model, x_dev[i], labels_dev[i], None if target is None else target[i], cfg, block, blocked, rows,
-                keep_maps=save_attributions, stem=stem, plain=plain))
+                keep_maps=attribution_format is not None, stem=stem, plain=plain))
         for (out, _), res in zip(cells, results):
-            _write_batch(out, b, indices, labels, res, cfg.methods, save_attributions)
+            _write_batch(out, b, first, indices, labels, res, cfg.methods, attribution_format)
 
 
-def finalize(out_dir: Path, cfg: EvalConfig, baseline: pd.DataFrame | None = None) -> dict:
+def finalize(out_dir: Path, cfg: EvalConfig, baseline: pd.DataFrame | None = None, whole: dict | None = None,
+             extra: dict | None = None) -> dict:
     """Gather the per-batch scalars into ``per_image.csv``, ``metrics.json``, ``accuracy.json``.
+
+    ``whole``: the accuracy over the whole data set (``{"top1", "top5", "n_images"}``), then the
+    accuracy file's leading keys, with the run's images' own under ``images``; ``extra``: keys
+    added to ``metrics.json`` after the methods' entries.
 
     With ``baseline`` (the baseline's ``per_image.csv`` for the same images), every metric also gets
     ``<m>_<metric>_baseline`` and ``<m>_<metric>_delta`` (this run minus baseline) columns and summaries.
@@ -242,21 +266,29 @@ def finalize(out_dir: Path, cfg: EvalConfig, baseline: pd.DataFrame | None = Non
                 frame[f"{m}_{k}_delta"] = frame[f"{m}_{k}"] - frame[f"{m}_{k}_baseline"]
     artifacts.write_csv(out_dir / "per_image.csv", frame)
 
-    metrics = {"metric": cfg.metric, "settings": asdict(cfg), "n_images": len(frame)}
+    # The original's keys first (per method sparsity_mean, sparsity_std, faithfulness_mean,
+    # faithfulness_std; accuracy_top1 for a blocked run); every top-level value of a baseline's file
+    # is a dict, as the original's collect_metrics.py expects.
     ddof = 0 if cfg.protocol == "original" else 1
+    metrics: dict = {}
     for m in cfg.methods:
         entry = {}
-        for k in ("sparsity", "faithfulness"):
-            entry[k] = summarize(frame[f"{m}_{k}"], ddof)
-            if baseline is not None:
-                entry[f"{k}_baseline"] = summarize(frame[f"{m}_{k}_baseline"], ddof)
-                entry[f"{k}_delta"] = summarize(frame[f"{m}_{k}_delta"], ddof)
+        for part in ("", "_baseline", "_delta") if baseline is not None else ("",):
+            for k in ("sparsity", "faithfulness"):
+                s = summarize(frame[f"{m}_{k}{part}"], ddof)
+                entry[f"{k}{part}_mean"], entry[f"{k}{part}_std"] = s["mean"], s["std"]
         if f"{m}_delta" in frame:
             d = frame[f"{m}_delta"].abs()
-            entry["convergence_delta_abs"] = {"mean": float(d.mean()), "max": float(d.max())}
+            entry["convergence_delta_abs_mean"], entry["convergence_delta_abs_max"] = float(d.mean()), float(d.max())
         metrics[m] = entry
+    metrics.update(extra or {})
+    if baseline is not None:
+        metrics["accuracy_top1"] = float(frame["top1"].mean())
+    metrics["settings"] = {**asdict(cfg), "n_images": len(frame), "std_ddof": ddof}
     artifacts.write_json(out_dir / "metrics.json", metrics)
     accuracy = {"top1": float(frame["top1"].mean()), "top5": float(frame["top5"].mean()), "n_images": len(frame)}
+    if whole is not None:
+        accuracy = {**whole, "over": "the whole data set", "images": accuracy}
     if baseline is not None:
         accuracy.update(top1_baseline=float(base["top1"].mean()), top5_baseline=float(base["top5"].mean()))
     artifacts.write_json(out_dir / "accuracy.json", accuracy)

@@ -25,7 +25,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "ig_steps": ("--ig_steps", "--ig-steps"),
     "drop_fraction": ("--drop_fraction", "--drop-fraction"),
     "mask_value": ("--mask_value", "--mask-value"),
-    "save_attributions": ("--save_attributions", "--save-attributions"),
+    "attribution_format": ("--attribution_format", "--attribution-format"),
     # clusters and runs
     "k": ("--k", "--n_clusters"),
     "cluster_idx": ("--cluster_idx", "--cluster"),

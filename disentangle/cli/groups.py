@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..attribution.evaluation import PRECISIONS, EvalConfig
+from ..attribution.evaluation import ATTRIBUTION_FORMATS, PRECISIONS, EvalConfig
 from ..attribution.engine import METHODS
 from ..attribution.metrics import METRICS, PROTOCOLS
 from ..core.models import MODELS
@@ -17,9 +17,18 @@ from .parser import batch_size, count, finite, images as images_type, positive, 
 WORKERS = min(4, os.cpu_count() or 1)
 
 
-def model_args(p: argparse.ArgumentParser, images: int | None = 100, photos: bool = False) -> None:
+ORIGINAL_ORDER = {"strided": "images i * (len // N) of the data set in ImageFolder order, as the original",
+                  "first": "the first N images of the data set in ImageFolder order, as the original",
+                  "grid": "the baseline's images i * (len // N) and the first --stats_images for the neuron "
+                          "statistics, of the data set in ImageFolder order, as the original"}
+
+
+def model_args(p: argparse.ArgumentParser, images: int | None = 100, photos: bool = False,
+               order: str | None = None) -> None:
     """``--model``, ``--weights``, ``--data``, ``--data_root``, ``--images`` (``images`` None: no
-    data flags; ``photos``: ``--images`` also takes ``samples`` or a folder) and ``--seed``."""
+    data flags; ``photos``: ``--images`` also takes ``samples`` or a folder), ``--seed``, and with
+    ``order`` (a key of ``ORIGINAL_ORDER``: how the seed's stage chose its images)
+    ``--image_order``."""
     g = p.add_argument_group("model and data")
     add(g, "model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
     add(g, "weights", default=None,
@@ -34,6 +43,11 @@ def model_args(p: argparse.ArgumentParser, images: int | None = 100, photos: boo
             add(g, "images", type=images_type, default=images,
                 help="N: that many images of --data, spread evenly over its classes; 'samples': the photos shipped "
                      "with scikit-image and scikit-learn; or a folder whose files are all images")
+        elif order:
+            add(g, "images", type=positive, default=images, help="number of images (see --image_order)")
+            add(g, "image_order", choices=("original", "spread"), default="original",
+                help=f"which N images: original ({ORIGINAL_ORDER[order]}) or spread (evenly over the classes and "
+                     f"within each class over its images)")
         else:
             add(g, "images", type=positive, default=images,
                 help="number of images, chosen deterministically and spread evenly over classes")
@@ -70,25 +84,26 @@ def runtime_args(p: argparse.ArgumentParser, engine: bool = False, batch: int = 
 
 
 def attribution_args(p: argparse.ArgumentParser, recorded: bool = False, target_flag: bool = True,
-                     metrics: bool = True) -> None:
-    """``--methods``, ``--metric``, ``--ig_steps``, ``--target``, ``--precision`` and with ``metrics``
-    ``--mass``, ``--drop_fraction``, ``--mask_value``. ``recorded``: a stage that must use an
-    earlier run's settings: every default is None (the earlier run's)."""
+                     metrics: bool = True, metric: str = "patch") -> None:
+    """``--methods``, ``--metric`` (default ``metric``), ``--ig_steps``, ``--target``, ``--precision``
+    and with ``metrics`` ``--protocol``, ``--mass``, ``--drop_fraction``, ``--mask_value``.
+    ``recorded``: a stage that must use an earlier run's settings: every default is None (the
+    earlier run's)."""
     a = p.add_argument_group("attributions and metrics")
     default = (lambda v: None) if recorded else (lambda v: v)
     add(a, "methods", default=default(",".join(METHODS)), help=f"comma-separated, from {', '.join(METHODS)}")
-    add(a, "metric", default=default("patch"),
+    add(a, "metric", default=default(metric),
         help=f"{' or '.join(METRICS)}: score single pixels or a 14x14 grid of patches")
     add(a, "ig_steps", type=positive, default=default(50), help="Integrated Gradients steps (Gauss-Legendre)")
     if target_flag:
-        add(a, "target", type=target, default=default("pred"),
-            help="class to explain: 'pred' (each image's prediction; also 'top1'), 'label' (its true class) "
-                 "or a class index")
+        add(a, "target", type=target, default=default("label"),
+            help="class to explain: 'label' (each image's true class, as the original), 'pred' (its prediction; "
+                 "also 'top1') or a class index")
     add(a, "precision", default=default("fp32"),
         help=f"{', '.join(PRECISIONS)}: the model's forward passes in fp32, or under bf16/fp16 autocast "
              f"(faster on GPUs; attributions are close to fp32's, not equal: see docs/benchmarks.md)")
     if metrics:
-        add(a, "protocol", choices=PROTOCOLS, default=default("extended"),
+        add(a, "protocol", choices=PROTOCOLS, default=default("original"),
             help="metric definitions: original (the seed's utils.py: pixel sparsity over every value, patch "
                  "remainder ignored, faithfulness of the predicted class, std ddof 0) or extended "
                  "(see docs/attributions.md)")
@@ -110,6 +125,11 @@ def output_args(p: argparse.ArgumentParser, default: str | None, what: str = "ar
             help="replace a folder holding a run with other settings (only ever a folder of this project's runs)")
 
 
+def image_order(args: argparse.Namespace, original: str) -> str:
+    """The ``data.images.ORDERS`` key of ``--image_order`` (``original``: the seed stage's own)."""
+    return original if getattr(args, "image_order", "spread") == "original" else "spread"
+
+
 def runtime(args: argparse.Namespace) -> Runtime:
     """The ``Runtime`` of a script's runtime flags (those it lacks take their defaults)."""
     return Runtime(device=getattr(args, "device", "auto"), workers=getattr(args, "workers", WORKERS),
@@ -126,22 +146,38 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(**given)
 
 
-def blocked_args(p: argparse.ArgumentParser) -> None:
-    """Flags of stages that rerun the baseline's evaluation with neurons blocked."""
+def attribution_format_args(p: argparse.ArgumentParser, default: str) -> None:
+    """``--attribution_format``: how (and whether) a stage keeps its attribution maps."""
+    add(p, "attribution_format", choices=(*ATTRIBUTION_FORMATS, "none"), default=default,
+        help="attribution maps kept: npy (attributions/<method>_<i>.npy per image, as the original), npz "
+             "(attributions/<method>/batch_<b>.npz per batch, compact) or none (also --save_attributions: npy)")
+    # The spelling used before --attribution_format existed: keep the maps, as the original's files.
+    p.add_argument("--save_attributions", "--save-attributions", dest="attribution_format", action="store_const",
+                   const="npy", help=argparse.SUPPRESS)
+
+
+def attribution_format(args: argparse.Namespace) -> str | None:
+    """The ``evaluation.ATTRIBUTION_FORMATS`` entry of ``--attribution_format`` (None: keep none)."""
+    value = getattr(args, "attribution_format", "none")
+    return None if value == "none" else value
+
+
+def blocked_args(p: argparse.ArgumentParser, stage: str = "filtered_eval") -> None:
+    """Flags of stages that rerun the baseline's evaluation with neurons blocked (``stage``: the
+    script, whose attribution maps are kept by default only for filtered_eval, as the original)."""
     add(p, "baseline_dir", default=str(layout.baseline_dir()), help="output of baseline_eval.py")
     add(p, "mode", default="detach", help="detach (stop the gradient, forward unchanged) or zero (ablate)")
     add(p, "images", type=positive, default=None,
         help="number of images; must equal the baseline's (the default), since deltas are per image")
     add(p, "metric", default=None, help="pixel or patch; must equal the baseline's (the default)")
     runtime_args(p, engine=True)
-    add(p, "save_attributions", action="store_true",
-        help="also write the blocked attribution maps (large: images x 3 x H x W per method)")
+    attribution_format_args(p, "npy" if stage == "filtered_eval" else "none")
 
 
 def blocked_settings(args: argparse.Namespace):
     """The ``experiment.Settings`` of a script's blocked-run flags."""
     from ..pipeline.experiment import Settings
-    return Settings(runtime(args), getattr(args, "save_attributions", False), getattr(args, "overwrite", False))
+    return Settings(runtime(args), attribution_format(args), getattr(args, "overwrite", False))
 
 
 def clustering_args(p: argparse.ArgumentParser, stats_dir: str | None = None) -> None:
@@ -187,9 +223,10 @@ def figure_args(p: argparse.ArgumentParser) -> None:
 
 
 def figure_config(args: argparse.Namespace) -> EvalConfig:
-    """The ``EvalConfig`` of the figure flags (``figure_args``)."""
+    """The ``EvalConfig`` of the figure flags (``figure_args``): each image's prediction explained,
+    as the original's figures."""
     return EvalConfig(metric=args.metric, ig_steps=args.ig_steps, drop_fraction=args.drop_fraction,
-                      mask_value=args.mask_value)
+                      mask_value=args.mask_value, target="pred")
 
 
 def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:

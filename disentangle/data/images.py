@@ -15,7 +15,8 @@ true object masks and the pixel-level concept labels that dissection needs:
 ``Images(source, indices)`` serves the chosen items in order: as batches through any transform
 (the model's preprocessing, CLIP's, or several at once), as the ``(S, S, 3)`` uint8 pictures the
 model sees before normalisation, with their labels, object masks and pixel labels. The three ways
-stages choose items are ``dataset_images`` (N images spread evenly over the classes),
+stages choose items are ``dataset_images`` (N images of a data set, as the original chose them or
+spread evenly over the classes),
 ``photo_images`` and ``probe_images``.
 """
 from __future__ import annotations
@@ -333,10 +334,41 @@ def even_subset(targets: Sequence[int], n: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def dataset_images(data: str, n: int, data_root: str | None = None) -> Images:
-    """``n`` images of ``--data`` spread evenly over its classes, every file checked readable."""
+def folder_order(targets: Sequence[int]) -> np.ndarray:
+    """The source's indices as an ImageFolder lists them: by class, then by index (a class-folder
+    tree is already in this order; the concept world interleaves its classes)."""
+    return np.argsort(np.asarray(targets), kind="stable")
+
+
+def strided_subset(targets: Sequence[int], n: int) -> np.ndarray:
+    """The original's choice of ``n`` images: positions ``i * (len // n)`` of the folder order."""
+    if n < 1:
+        raise UserError(f"--images must be at least 1, got {n}")
+    if n > len(targets):
+        raise UserError(f"asked for {n} images but the data set has {len(targets)}")
+    return folder_order(targets)[np.arange(n) * max(1, len(targets) // n)]
+
+
+def first_subset(targets: Sequence[int], n: int) -> np.ndarray:
+    """The first ``n`` images of the folder order (the original's neuron statistics)."""
+    if n < 1:
+        raise UserError(f"--images must be at least 1, got {n}")
+    if n > len(targets):
+        raise UserError(f"asked for {n} images but the data set has {len(targets)}")
+    return folder_order(targets)[:n]
+
+
+ORDERS = {"strided": strided_subset, "first": first_subset, "spread": even_subset}
+"""How a stage chooses ``--images N`` of a data set: the original's strided or first images of the
+folder order, or this project's spread over classes (``--image_order spread``)."""
+
+
+def dataset_images(data: str, n: int, data_root: str | None = None, order: str = "spread") -> Images:
+    """``n`` images of ``--data`` chosen by ``order`` (``ORDERS``), every file checked readable."""
+    if order not in ORDERS:
+        raise UserError(f"unknown image order {order!r}; choose from {', '.join(ORDERS)}")
     source = dataset_source(data, data_root)
-    images = Images(source, even_subset(source.targets, n))
+    images = Images(source, ORDERS[order](source.targets, n))
     source.verify(images.indices)
     return images
 

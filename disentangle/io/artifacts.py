@@ -80,6 +80,11 @@ def write_csv(path: str | os.PathLike, frame) -> Path:
     return write_bytes(path, frame.to_csv(index=False).encode())
 
 
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """One array as ``.npy`` (as ``np.save``), written atomically."""
+    return _atomic(path, lambda f: np.lib.format.write_array(f, np.asarray(array), allow_pickle=False))
+
+
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Like ``np.savez`` but byte-reproducible: fixed member timestamps, sorted members."""
     def write(f):

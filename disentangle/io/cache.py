@@ -19,6 +19,21 @@ from ..core.errors import UserError
 KEY = "__cache_key__"
 
 
+def user_cache() -> Path | None:
+    """The per-user cache of results that depend only on their key: ``$DISENTANGLE_CACHE``, else
+    ``$XDG_CACHE_HOME/disentangle``, else ``~/.cache/disentangle``; None (nothing cached) where it
+    cannot be created."""
+    if os.environ.get("DISENTANGLE_CACHE"):
+        folder = Path(os.environ["DISENTANGLE_CACHE"])
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "disentangle"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
 def key_text(key: dict) -> str:
     return json.dumps(key, sort_keys=True, default=str)
 

@@ -30,12 +30,20 @@ def control_dir(block: str, cluster: int, k: int, mode: str = "detach", root: Pa
     return root / "control" / f"{block}_cluster_{cluster}_k{k}{_suffix(mode)}"
 
 
+def control_random_dir(metric: str, root: Path = OUTPUTS) -> Path:
+    """The original's random control of one metric (its published ``control_random/patch_wise``)."""
+    return root / "control_random" / f"{metric}_wise"
+
+
 def repeat_dir(control: Path, repeat: int) -> Path:
     return control / f"repeat_{repeat:02d}"
 
 
 def accuracy_file(block: str, cluster: int, k: int, root: Path = OUTPUTS) -> Path:
     return root / "accuracy" / f"acc_{block}_c{cluster}_k{k}.json"
+
+
+GRID_LONG = "mask_grid_long.csv"
 
 
 def grid_summary_file(root: Path = OUTPUTS) -> Path:

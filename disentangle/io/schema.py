@@ -30,18 +30,16 @@ def against_baseline_column(method: str, measure: str, kind: str) -> str:
 
 
 # --- class_analysis_metrics_<start>_<end>.csv -----------------------------------------------------
-CLASS_LEAD = ("class", "class_name", "n_images", "top1_baseline", "top1_filtered")
+CLASS_LEAD = ("class_id", "class_name", "method")
+CLASS_STATS = tuple(f"{kind}_{k}_{s}" for kind in ("filtered", "baseline") for k in ("sparsity", "faithfulness")
+                    for s in ("mean", "std"))
+CLASS_EXTRA = ("n_images", "top1_baseline", "top1_filtered", "sparsity_diff")
 
 
-def class_column(kind: str, method: str, measure: str) -> str:
-    """``baseline_ig_sparsity``, ``filtered_ig_sparsity``, ``delta_ig_sparsity``: a class's means."""
-    return f"{kind}_{method}_{measure}"
-
-
-def class_columns(methods) -> tuple[str, ...]:
-    per_method = [class_column(kind, m, k) for kind in ("baseline", "filtered", "delta") for m in methods
-                  for k in MEASURES]
-    return (*CLASS_LEAD, *per_method)
+def class_columns() -> tuple[str, ...]:
+    """The original's columns (one row per class and method; ``mean_diff`` is the baseline's mean
+    faithfulness minus the filtered one's), then ours (``sparsity_diff`` likewise)."""
+    return (*CLASS_LEAD, *CLASS_STATS, "mean_diff", *CLASS_EXTRA)
 
 
 def columns(row_type) -> list[str]:

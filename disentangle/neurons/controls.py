@@ -14,7 +14,7 @@ MEASURES = ("sparsity", "faithfulness")
 def mean_deltas(folder: Path) -> dict[tuple[str, str], float]:
     """``{(method, measure): mean per-image delta}`` from a blocked run's ``metrics.json``."""
     metrics = artifacts.read_json(folder / "metrics.json", "metrics")
-    return {(m, k): metrics[m][f"{k}_delta"]["mean"] for m in metrics["settings"]["methods"] for k in MEASURES}
+    return {(m, k): metrics[m][f"{k}_delta_mean"] for m in metrics["settings"]["methods"] for k in MEASURES}
 
 
 def position(random: np.ndarray, effect: float) -> dict[str, float]:

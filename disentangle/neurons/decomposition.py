@@ -50,3 +50,29 @@ def shares(full: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
             "signed_share": parts.flatten(2).sum(2) / total,
             "mass_share": parts.abs().flatten(2).sum(2) / mass,
             "remainder": remainder.abs().flatten(1).sum(1) / mass}
+
+
+def original_stats(full: torch.Tensor, parts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The original decomposition_analysis.py's numbers per image, from the full map ``full (B, C, H, W)``
+    and the clusters' maps ``parts (k, B, C, H, W)``: ``cluster_magnitudes (k, B)`` (L2 norm of each
+    map), ``cluster_percentages (k, B)`` (norm over the sum of norms, x100), ``cluster_sparsity
+    (k, B)`` (the original's pixel sparsity of each map), ``reconstruction_error (B,)`` (mean
+    absolute difference of the full map and the sum of the clusters' maps) and
+    ``cluster_independence (B,)`` (mean absolute Pearson correlation over pairs of clusters' maps,
+    pairs without one left out; 0 when none is left)."""
+    from ..attribution.metrics import sparsity
+    k, b = parts.shape[:2]
+    flat = parts.flatten(2).double()                                               # (k, B, D)
+    norms = flat.norm(dim=2)
+    centred = flat - flat.mean(2, keepdim=True)
+    scale = centred.norm(dim=2)                                                    # (k, B)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    corr = torch.stack([(centred[i] * centred[j]).sum(1) / (scale[i] * scale[j]) for i, j in pairs]) \
+        if pairs else torch.full((1, b), float("nan"), dtype=torch.float64)        # (P, B), NaN for a flat map
+    valid = ~torch.isnan(corr)
+    independence = torch.where(valid, corr.abs(), 0).sum(0) / valid.sum(0).clamp_min(1)
+    return {"cluster_magnitudes": norms,
+            "cluster_percentages": 100 * norms / norms.sum(0).clamp_min(1e-300),
+            "cluster_sparsity": sparsity(parts.flatten(0, 1), "pixel", 0.9, "original").view(k, b).double(),
+            "reconstruction_error": (full.double() - flat.sum(0).view_as(full)).abs().flatten(1).mean(1),
+            "cluster_independence": independence}

@@ -120,10 +120,43 @@ def paired_tests(a, b, n_boot: int = 10000, seed: int = 0, level: float = 0.95) 
             "ci_low": low, "ci_high": high, "ci_level": level, "n_boot": int(n_boot)}
 
 
+def original_summary(filtered, baseline, n_boot: int = 10000, seed: int = 42) -> dict:
+    """The original statistic.py's numbers for one method, with its keys in its order: ``n_samples``,
+    ``baseline_mean``/``_std``, ``filtered_mean``/``_std``, ``mean_difference``, ``std_difference``
+    (std ddof 0), ``ttest_statistic``/``_pvalue`` (scipy.stats.ttest_rel(filtered, baseline)),
+    ``cohens_d`` (mean / std ddof 1 of the differences), ``bootstrap_ci_lower``/``_upper`` (2.5th and
+    97.5th percentiles of ``n_boot`` resampled means, drawn as the original by
+    ``numpy.random.RandomState(seed).choice(n, n)`` one resample after another), ``percent_improved``
+    (share of differences > 0, in %), ``percentile_5`` ... ``percentile_95`` of the differences.
+    Pairs with a NaN are dropped, as the original does."""
+    f, b = np.asarray(filtered, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    keep = ~(np.isnan(f) | np.isnan(b))
+    f, b = f[keep], b[keep]
+    d = f - b
+    n = len(d)
+    res = stats.ttest_rel(f, b)
+    rng = np.random.RandomState(seed)
+    # choice(n, n) with replacement is randint(0, n, n); consecutive draws equal one (rows, n) draw.
+    rows = max(1, _BOOT_CHUNK // max(n, 1))
+    means = np.concatenate([d[rng.randint(0, n, size=(min(rows, n_boot - start), n))].mean(axis=1)
+                            for start in range(0, n_boot, rows)])
+    out = {"n_samples": n, "baseline_mean": float(b.mean()), "baseline_std": float(b.std()),
+           "filtered_mean": float(f.mean()), "filtered_std": float(f.std()), "mean_difference": float(d.mean()),
+           "std_difference": float(d.std()), "ttest_statistic": float(res.statistic),
+           "ttest_pvalue": float(res.pvalue), "cohens_d": float(d.mean() / d.std(ddof=1)),
+           "bootstrap_ci_lower": float(np.percentile(means, 2.5)),
+           "bootstrap_ci_upper": float(np.percentile(means, 97.5)),
+           "percent_improved": float((d > 0).sum() / n * 100)}
+    out.update({f"percentile_{p}": float(np.percentile(d, p)) for p in (5, 25, 50, 75, 95)})
+    return out
+
+
 def pair_images(baseline: pd.DataFrame, filtered: pd.DataFrame, columns: list[str],
                 num_images: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows of two ``per_image.csv`` frames for the same images, sorted by ``index`` and cut to the
-    first ``num_images``. Refuses frames whose image indices or explained classes differ."""
+    """The rows of two ``per_image.csv`` frames for the same images, in the baseline's order (the
+    order the images were attributed in: the original's file numbers) and cut to the first
+    ``num_images`` (all when there are fewer, as the original). Refuses frames whose image indices
+    or explained classes differ."""
     for name, frame in (("baseline", baseline), ("filtered run", filtered)):
         missing = [c for c in ["index", *columns] if c not in frame]
         if missing:
@@ -131,19 +164,17 @@ def pair_images(baseline: pd.DataFrame, filtered: pd.DataFrame, columns: list[st
         twice = frame["index"][frame["index"].duplicated()]
         if len(twice):
             raise UserError(f"the {name}'s per_image.csv lists image {twice.iloc[0]} twice")
-    base = baseline.sort_values("index", kind="stable").reset_index(drop=True)
-    filt = filtered.sort_values("index", kind="stable").reset_index(drop=True)
-    if base["index"].tolist() != filt["index"].tolist():
-        only = sorted(set(base["index"]) ^ set(filt["index"]))
-        raise UserError(f"the baseline ({len(base)} images) and the filtered run ({len(filt)} images) hold "
+    base = baseline.reset_index(drop=True)
+    if sorted(base["index"].tolist()) != sorted(filtered["index"].tolist()):
+        only = sorted(set(base["index"]) ^ set(filtered["index"]))
+        raise UserError(f"the baseline ({len(base)} images) and the filtered run ({len(filtered)} images) hold "
                         f"different images (index {only[0]} is in only one); pair runs made on the same images")
+    filt = filtered.set_index("index").loc[base["index"]].reset_index()
     if "target" in base and "target" in filt and (base["target"] != filt["target"]).any():
         i = int(np.flatnonzero(base["target"].to_numpy() != filt["target"].to_numpy())[0])
         raise UserError(f"image {base['index'][i]} is explained for class {base['target'][i]} in the baseline but "
                         f"{filt['target'][i]} in the filtered run; they were not made against this baseline")
     if num_images is not None:
-        if num_images > len(base):
-            raise UserError(f"--num_images {num_images} asked for, but the runs hold {len(base)} paired images")
         base, filt = base.iloc[:num_images], filt.iloc[:num_images]
     return base, filt
 

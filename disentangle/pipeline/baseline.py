@@ -11,6 +11,7 @@ from ..core.hooks import channel_mask
 from ..core.layers import layer_width
 from ..core.runtime import AutoBatch
 from ..io import artifacts
+from .accuracy import data_set_accuracy
 from .session import Session
 
 
@@ -29,15 +30,19 @@ def cut_block(session: Session) -> str:
     return list(session.spec.blocks.values())[-1]
 
 
-def run_baseline(session: Session, cfg: EvalConfig, out: str | Path, overwrite: bool = False) -> Outcome:
+def run_baseline(session: Session, cfg: EvalConfig, out: str | Path, overwrite: bool = False,
+                 attribution_format: str | None = "npy") -> Outcome:
     """Attributions, sparsity, faithfulness and accuracy of ``session``'s images into ``out``
-    (``accuracy.json``, ``metrics.json``, ``per_image.csv``, ``attributions/``, ``manifest.json``);
-    an interrupted run resumes, a finished one is not redone."""
+    (``accuracy.json``, ``metrics.json``, ``per_image.csv``, ``attributions/`` in
+    ``attribution_format`` or none, ``manifest.json``); an interrupted run resumes, a finished one
+    is not redone. Under the original protocol, ``accuracy.json``'s ``top1`` and ``top5`` are over
+    the whole data set, as the original's (those of the attributed images follow under ``images``)."""
     out = Path(out)
     block = cut_block(session)
     manifest = artifacts.make_manifest(
         "baseline_eval", {**session.config(), **cfg.recorded()},
-        session.runtime_record(engine={"cut": block}), weights_path=session.loaded.weights["path"])
+        session.runtime_record(engine={"cut": block}, attribution_format=attribution_format),
+        weights_path=session.loaded.weights["path"])
     state = artifacts.open_output(out, manifest, overwrite)
     if state == "complete":
         return Outcome(out, True, evaluation.read_result(out))
@@ -45,11 +50,13 @@ def run_baseline(session: Session, cfg: EvalConfig, out: str | Path, overwrite: 
         artifacts.write_json(out / artifacts.MANIFEST, manifest)
     start = time.time()
     auto = AutoBatch(session.runtime.batch_size, session.device)
+    whole = data_set_accuracy(session, auto.start) if cfg.protocol == "original" else None
     open_mask = channel_mask([], layer_width(session.model, block, session.example()))
     evaluation.run(session.model, session.loader(auto.start), cfg, block, [(out, open_mask)], session.device,
                    ig_internal_batch=session.runtime.ig_batch, desc=f"baseline {session.spec.name}",
-                   save_attributions=True, auto=auto, stem=session.spec.stem, plain=session.runtime.plain)
-    result = evaluation.finalize(out, cfg)
+                   attribution_format=attribution_format, auto=auto, stem=session.spec.stem,
+                   plain=session.runtime.plain)
+    result = evaluation.finalize(out, cfg, whole=whole)
     manifest.update(complete=True, seconds=round(time.time() - start, 1))
     artifacts.write_json(out / artifacts.MANIFEST, manifest)
     return Outcome(out, False, result)

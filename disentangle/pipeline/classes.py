@@ -28,8 +28,10 @@ RANGE_KEYS = ("class_start", "class_end")
 
 def run_class_analysis(clusters: Clusters, cluster: int, class_start: int, class_end: int | None,
                        images_per_class: int, mode: str, cfg: EvalConfig, runtime: Runtime, out: str | Path | None,
-                       overwrite: bool = False, default_out=None, log=print) -> tuple[Path, pd.DataFrame | None]:
-    """One row per class of ``class_start..class_end`` (default: to the last class) into the CSV
+                       overwrite: bool = False, default_out=None, log=print, image_order: str = "first"
+                       ) -> tuple[Path, pd.DataFrame | None]:
+    """One row per class of ``class_start..class_end`` (default: to the last class) and method, of
+    its first ``images_per_class`` images (``image_order`` ``spread``: spread over the class), into the CSV
     ``out`` (default: ``default_out(start, end)``), its manifest beside it. Under ``torchrun`` each
     rank takes every N-th class and rank 0 writes; finished classes are kept in ``<out>.parts/``,
     so an interrupted run resumes. Returns the CSV and its table (None on ranks other than 0 or when
@@ -51,12 +53,15 @@ def run_class_analysis(clusters: Clusters, cluster: int, class_start: int, class
             raise UserError(f"--images_per_class {images_per_class} is more than any class in "
                             f"{class_start}..{end - 1} holds (at most {largest}); a class with fewer "
                             f"images uses all of them (its n_images column says how many)")
+        if image_order not in ("first", "spread"):
+            raise UserError(f"unknown image order {image_order!r}; choose first or spread")
         out = Path(out or default_out(class_start, end))
         if out.suffix != ".csv":
             raise UserError(f"--output {out} must be a .csv file (its manifest goes beside it)")
         config = {**{k: clusters.manifest["config"][k] for k in ("model", "weights_sha256", "data", "block", "k")},
                   "cluster": cluster, "channels": channels.tolist(), "mode": mode,
-                  "images_per_class": images_per_class, "class_start": class_start, "class_end": end,
+                  "images_per_class": images_per_class, "image_order": image_order, "class_start": class_start,
+                  "class_end": end,
                   **cfg.recorded()}
         manifest = artifacts.make_manifest("class_analysis", config,
                                            {"device": str(device), "world_size": world,
@@ -89,10 +94,10 @@ def run_class_analysis(clusters: Clusters, cluster: int, class_start: int, class
         for c in tqdm(mine, desc=f"classes (rank {rank}/{world})", unit="class", disable=None):
             if classes.done(parts, c):
                 continue
-            idx = classes.class_images(targets, c, images_per_class)
-            row = auto(lambda size: classes.analyse_class(session, idx, cfg, block, mask, mode, size,
-                                                          auto.scaled(runtime.ig_batch)))
-            classes.write_part(parts, c, {"class": c, "class_name": names[c], "n_images": len(idx), **row})
+            idx = classes.class_images(targets, c, images_per_class, image_order)
+            rows = auto(lambda size: classes.analyse_class(session, idx, cfg, block, mask, mode, size,
+                                                           auto.scaled(runtime.ig_batch)))
+            classes.write_part(parts, c, [{"class_id": c, "class_name": names[c], **r} for r in rows])
             n_images += len(idx)
         seconds = time.time() - start
         distributed.barrier()
@@ -104,7 +109,9 @@ def run_class_analysis(clusters: Clusters, cluster: int, class_start: int, class
         manifest.update(complete=True, seconds=round(seconds, 1))
         artifacts.write_manifest(out, manifest)
         shutil.rmtree(parts)
-        log(f"{len(frame)} classes, {int(frame['n_images'].sum())} images x (baseline + filtered); "
+        n_classes = frame["class_id"].nunique()
+        log(f"{n_classes} classes, {int(frame.drop_duplicates('class_id')['n_images'].sum())} images x "
+            f"(baseline + filtered); "
             f"rank 0 did {n_images} images in {seconds:.0f} s -> {out}")
         return out, frame
 
@@ -118,8 +125,8 @@ def read_part(f: Path) -> tuple[dict, pd.DataFrame]:
     if manifest.get("stage") != "class_analysis" or not manifest.get("complete"):
         raise UserError(f"{artifacts.manifest_path(f)} is not the manifest of a finished class_analysis run")
     c = manifest["config"]
-    frame = artifacts.read_csv(f, class_columns(c["methods"]), "per-class table")
-    rows, span = frame["class"].tolist(), range(c["class_start"], c["class_end"])
+    frame = artifacts.read_csv(f, class_columns(), "per-class table")
+    rows, span = frame["class_id"].drop_duplicates().tolist(), range(c["class_start"], c["class_end"])
     # A merged file with gaps (--allow_gaps) records how many classes it holds.
     ok = rows == list(span) if c.get("classes", len(span)) == len(span) else \
         len(rows) == c["classes"] and rows == sorted(set(rows)) and set(rows) <= set(span)
@@ -164,7 +171,7 @@ def merge_class_tables(inputs: list[str | Path], out: str | Path, allow_gaps: bo
     merged = artifacts.make_manifest("class_analysis", {**first[1]["config"],
                                                          "class_start": runs[0][1]["config"]["class_start"],
                                                          "class_end": runs[-1][1]["config"]["class_end"],
-                                                         "classes": len(frame)},
+                                                         "classes": frame["class_id"].nunique()},
                                      {}, {"merged": {str(f): artifacts.sha256_file(f) for f, _, _ in runs}},
                                      complete=True)
     artifacts.manifest_path(out).unlink(missing_ok=True)   # never a new CSV beside an old manifest

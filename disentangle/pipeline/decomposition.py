@@ -12,7 +12,7 @@ from ..attribution.evaluation import EvalConfig, predictions
 from ..core.errors import UserError
 from ..core.layers import resolve_layer
 from ..core.runtime import Runtime
-from ..data.images import even_subset
+from ..data.images import folder_order
 from ..io import artifacts
 from ..io.readers import Clusters
 from ..neurons import decomposition
@@ -21,11 +21,22 @@ from .session import setup_like
 METHODS = ("ig", "saliency")
 
 
+ORIGINAL_PER_IMAGE = ("cluster_magnitudes", "cluster_percentages", "cluster_sparsity")
+
+
+def _per_cluster(values: np.ndarray) -> dict[str, float]:
+    return {str(c): float(v) for c, v in enumerate(values)}
+
+
 def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path, img_idx: int = 1050,
               num_images: int = 1, ig_steps: int = 50) -> tuple[Path, dict]:
-    """``num_images`` 1: image ``img_idx`` (its full map beside each cluster's and the remainder,
-    figure and JSON); more: that many evenly spread images, their shares aggregated (JSON and a bar
-    chart). Returns the JSON's path and content."""
+    """As the original: ``num_images`` 1, image ``img_idx``; more, that many images at
+    ``linspace(0, len - 1, num_images)`` (positions in ImageFolder order, which name the files). Per
+    image ``cluster_analysis_<method>_<idx>.json`` (the original's keys, then ours) and ``.png``
+    (its full map beside each cluster's and the remainder); over all of them
+    ``aggregate_stats_<method>.json`` (mean and std, ddof 0, of each) and, for several images, a
+    bar chart. Each image is explained for its predicted class, as the original. Returns the
+    aggregate's path and content."""
     from ..viz import figures, plots
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose ig or saliency")
@@ -33,51 +44,58 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
         raise UserError(f"--num_images must be at least 1, got {num_images}")
     session = setup_like(clusters.manifest, runtime, images=1)
     spec, model, source = session.spec, session.model, session.images.source
+    order = folder_order(source.targets)
     if num_images == 1:
         if not 0 <= img_idx < len(source):
             raise UserError(f"--img_idx {img_idx} is out of range: the data has {len(source)} images")
-        indices = np.array([img_idx])
+        positions = np.array([img_idx])
     else:
-        indices = even_subset(source.targets, num_images)
+        positions = np.linspace(0, len(source) - 1, num_images, dtype=int)
     block = resolve_layer(spec, clusters.block)
     labels = torch.as_tensor(clusters.labels)
     sizes = np.bincount(clusters.labels, minlength=clusters.k)
     out = Path(out)
     artifacts.hold(out)
-    tag = f"{clusters.block}_k{clusters.k}_{method}"
-    collected: dict[str, list[np.ndarray]] = {"cluster_percentages": [], "signed_share": [], "mass_share": [],
-                                              "remainder": []}
-    for x, y, idx in tqdm(session.loader(indices=indices), desc="decomposition", unit="batch"):
+    collected: dict[str, list[np.ndarray]] = {}
+    done = 0
+    for x, y, _ in tqdm(session.loader(indices=order[positions]), desc="decomposition", unit="batch"):
         x, y = x.to(session.device), y.to(session.device)
-        target = predictions(model(x), y, EvalConfig())["target"]
+        target = predictions(model(x), y, EvalConfig(target="pred"))["target"]
         full, parts = decomposition.cluster_maps(model, x, target, block, labels, method, ig_steps,
                                                  runtime.ig_batch, spec.stem, runtime.plain)
-        for key, v in decomposition.shares(full, parts).items():
-            collected[key].append(v.cpu().numpy())
-    stats = {k: np.concatenate(v, axis=-1) for k, v in collected.items()}     # (k, N) and (N,)
-    if num_images == 1:
-        i = int(indices[0])
-        share = stats["cluster_percentages"][:, 0]
-        plots.decomposition_figure(figures.denormalise(x[0].cpu().numpy(), spec.mean, spec.std),
-                                   full[0].abs().sum(0).cpu().numpy(), parts[:, 0].abs().sum(1).cpu().numpy(),
-                                   (full[0] - parts[:, 0].sum(0)).abs().sum(0).cpu().numpy(),
-                                   share, sizes, out / f"decomposition_{tag}_img{i}.png",
-                                   f"{method} of image {i} (class {source.classes[int(target[0])]}), "
-                                   f"{clusters.block} split into k={clusters.k} clusters")
-        result = {"image": i, "target": int(target[0]), "cluster_sizes": sizes.tolist(),
-                  "cluster_percentages": share.tolist(), "signed_share": stats["signed_share"][:, 0].tolist(),
-                  "mass_share": stats["mass_share"][:, 0].tolist(),
-                  "remainder_relative": float(stats["remainder"][0])}
-        path = out / f"decomposition_{tag}_img{i}.json"
-    else:
-        result = {"n_images": len(indices), "cluster_sizes": sizes.tolist(),
-                  **{f"{k}_{s}": getattr(np, s)(stats[k], axis=1).tolist()
-                     for k in ("cluster_percentages", "signed_share", "mass_share") for s in ("mean", "std")},
-                  "remainder_relative_max": float(stats["remainder"].max())}
-        plots.decomposition_bars(np.array(result["cluster_percentages_mean"]),
-                                 np.array(result["cluster_percentages_std"]), sizes, out / f"aggregate_{tag}.png",
-                                 f"{method}: each cluster's share per image, {clusters.block} ({len(indices)} images)")
-        path = out / f"aggregate_stats_{tag}.json"
-    content = {"block": clusters.block, "k": clusters.k, "method": method, "stats_dir": str(clusters.folder), **result}
-    artifacts.write_json(path, content)
-    return path, content
+        ours = {k: v.cpu().numpy() for k, v in decomposition.shares(full, parts).items()}
+        orig = {k: v.cpu().numpy() for k, v in decomposition.original_stats(full, parts).items()}
+        for j in range(len(x)):
+            i = int(positions[done + j])
+            result = {**{k: _per_cluster(orig[k][:, j]) for k in ORIGINAL_PER_IMAGE},
+                      "reconstruction_error": float(orig["reconstruction_error"][j]),
+                      "cluster_independence": float(orig["cluster_independence"][j]),
+                      "image": i, "dataset_index": int(order[i]), "target": int(target[j]),
+                      "cluster_sizes": sizes.tolist(), "signed_share": ours["signed_share"][:, j].tolist(),
+                      "mass_share": ours["mass_share"][:, j].tolist(),
+                      "remainder_relative": float(ours["remainder"][j])}
+            artifacts.write_json(out / f"cluster_analysis_{method}_{i}.json", result)
+            plots.decomposition_figure(figures.denormalise(x[j].cpu().numpy(), spec.mean, spec.std),
+                                       full[j].abs().sum(0).cpu().numpy(), parts[:, j].abs().sum(1).cpu().numpy(),
+                                       (full[j] - parts[:, j].sum(0)).abs().sum(0).cpu().numpy(),
+                                       orig["cluster_percentages"][:, j], sizes,
+                                       out / f"cluster_analysis_{method}_{i}.png",
+                                       f"{method} of image {i} (class {source.classes[int(target[j])]}), "
+                                       f"{clusters.block} split into k={clusters.k} clusters")
+        for k, v in orig.items():
+            collected.setdefault(k, []).append(v)
+        done += len(x)
+    stats = {k: np.concatenate(v, axis=-1) for k, v in collected.items()}             # (k, N) and (N,)
+    aggregate = {k: {str(c): {"mean": float(row.mean()), "std": float(row.std())} for c, row in enumerate(stats[k])}
+                 for k in ORIGINAL_PER_IMAGE}
+    for key, name in (("reconstruction_error", "reconstruction_errors"), ("cluster_independence",) * 2):
+        aggregate[name] = {"mean": float(stats[key].mean()), "std": float(stats[key].std())}
+    aggregate.update(images=positions.tolist(), block=clusters.block, k=clusters.k, method=method,
+                     cluster_sizes=sizes.tolist(), stats_dir=str(clusters.folder))
+    if num_images > 1:
+        plots.decomposition_bars(stats["cluster_percentages"].mean(1), stats["cluster_percentages"].std(1), sizes,
+                                 out / f"aggregate_{method}.png",
+                                 f"{method}: each cluster's share per image, {clusters.block} ({num_images} images)")
+    path = out / f"aggregate_stats_{method}.json"
+    artifacts.write_json(path, aggregate)
+    return path, aggregate

@@ -28,7 +28,7 @@ class Settings:
     """How blocked runs run: the runtime, whether their attribution maps are kept, and whether a
     folder holding a run with other settings is replaced."""
     runtime: Runtime = Runtime()
-    save_attributions: bool = False
+    attribution_format: str | None = None   # keep the blocked maps: evaluation.ATTRIBUTION_FORMATS
     overwrite: bool = False
 
 
@@ -73,6 +73,8 @@ class Cell:
     extra: dict                 # cluster, k, repeat, ... (part of the config)
     sources: dict               # input artifacts for the manifest
     manifest: dict = field(default_factory=dict)
+    metrics_extra: dict = field(default_factory=dict)   # keys added to metrics.json
+    target: str = "baseline"    # the class explained: the baseline's targets, or "pred" its predictions
 
 
 def open_cell(ctx: Context, cell: Cell, mode: str, settings: Settings, engine: str) -> bool:
@@ -91,7 +93,7 @@ def open_cell(ctx: Context, cell: Cell, mode: str, settings: Settings, engine: s
 
 
 def close_cell(ctx: Context, cell: Cell, seconds: float) -> dict:
-    result = evaluation.finalize(cell.out, ctx.cfg, ctx.baseline.per_image)
+    result = evaluation.finalize(cell.out, ctx.cfg, ctx.baseline.per_image, extra=cell.metrics_extra)
     cell.manifest.update(complete=True, seconds=round(seconds, 1))
     artifacts.write_json(cell.out / artifacts.MANIFEST, cell.manifest)
     return result
@@ -106,7 +108,11 @@ def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode
     path = resolve_layer(s.spec, block)
     engine = "shared-pass" if mode == "detach" else "zero-hook"
     todo = [c for c in cells if open_cell(ctx, c, mode, settings, engine)]
-    groups = [todo] if mode == "detach" else [[c] for c in todo]
+    if mode == "detach":                     # one pass per set of explained classes
+        groups = [[c for c in todo if c.target == t] for t in dict.fromkeys(c.target for c in todo)]
+    else:
+        groups = [[c] for c in todo]
+    predicted = dict(zip(ctx.baseline.per_image["index"].tolist(), ctx.baseline.per_image["pred"].tolist()))
     results = {}
     for group in groups:
         if not group:
@@ -121,8 +127,9 @@ def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode
             hooks = [(path, block_hook(masks[0], "zero"))]
         label = (f"{block}: {len(group)} masks, one pass" if mode == "detach"
                  else f"{group[0].stage} {group[0].out.name}")
-        evaluation.run(s.model, s.loader(auto.start), ctx.cfg, path, cells_masks, s.device, ctx.baseline.targets,
-                       s.runtime.ig_batch, desc=label, save_attributions=settings.save_attributions, auto=auto,
+        targets = predicted if group[0].target == "pred" else ctx.baseline.targets
+        evaluation.run(s.model, s.loader(auto.start), ctx.cfg, path, cells_masks, s.device, targets,
+                       s.runtime.ig_batch, desc=label, attribution_format=settings.attribution_format, auto=auto,
                        stem=s.spec.stem, plain=s.runtime.plain, fwd_hooks=hooks)
         for c in group:
             results[c.out] = close_cell(ctx, c, (time.time() - start) / len(group))
@@ -134,9 +141,9 @@ def format_deltas(result: dict, title: str) -> str:
     acc, met = result["accuracy"], result["metrics"]
     lines = [f"{title}: top-1 {acc['top1']:.1%} (baseline {acc['top1_baseline']:.1%})"]
     for m in met["settings"]["methods"]:
-        s, f = met[m]["sparsity_delta"], met[m]["faithfulness_delta"]
-        lines.append(f"  {m:9s} Δsparsity {s['mean']:+.4f} ± {s['std']:.4f}   "
-                     f"Δfaithfulness {f['mean']:+.4f} ± {f['std']:.4f}")
+        e = met[m]
+        lines.append(f"  {m:9s} Δsparsity {e['sparsity_delta_mean']:+.4f} ± {e['sparsity_delta_std']:.4f}   "
+                     f"Δfaithfulness {e['faithfulness_delta_mean']:+.4f} ± {e['faithfulness_delta_std']:.4f}")
     return "\n".join(lines)
 
 
@@ -146,6 +153,29 @@ def random_channels(n_channels: int, n: int, seed: int) -> np.ndarray:
         raise UserError(f"--n_random must be between 1 and {n_channels} (the block's neurons), got {n}")
     gen = torch.Generator().manual_seed(seed)
     return np.sort(torch.randperm(n_channels, generator=gen)[:n].numpy())
+
+
+def original_random_set(block: str, n_channels: int, n: int, seed: int = 42) -> np.ndarray:
+    """The original control's neurons (sorted): ``np.random.seed(seed)``, then
+    ``np.random.choice(n_channels, n, replace=False)``."""
+    if not 1 <= n <= n_channels:
+        raise UserError(f"--n_random must be between 1 and {n_channels} (the neurons of {block}), got {n}")
+    return np.sort(np.random.RandomState(seed).choice(n_channels, n, replace=False))
+
+
+def original_control_cell(block: str, n_channels: int, n_random: int, seed: int, metric: str,
+                          folder: str | Path | None = None, root: Path = layout.OUTPUTS) -> Cell:
+    """The original's random control: ``n_random`` of the block's ``n_channels`` neurons drawn as
+    ``np.random.seed(seed); np.random.choice(n_channels, n_random, replace=False)``, each image
+    explained for its predicted class (the original's control explains the filtered model's
+    prediction, which detach leaves unchanged), its metrics.json with the original's metadata keys.
+    Default folder: ``control_random/<metric>_wise``."""
+    channels = original_random_set(block, n_channels, n_random, seed)
+    return Cell(Path(folder) if folder else layout.control_random_dir(metric, root), block, channels,
+                "control_experiment", {"control_for": None, "control_seed": seed, "explained": "pred"}, {},
+                metrics_extra={"experiment_type": "control_random", "block_filtered": block,
+                               "neurons_filtered": n_random, "neurons_total": n_channels, "random_seed": seed,
+                               "metric_type": metric}, target="pred")
 
 
 def filtered_cell(clusters: readers.Clusters, cluster: int, out: str | Path | None = None,

@@ -1,6 +1,7 @@
 """The block x k grid as library calls: baseline, neuron statistics and clusters, their
-descriptions, every cluster blocked, random controls, accuracy, the control comparisons and the
-summary table.
+descriptions, every cluster blocked, random controls, the control comparisons and the summary
+table (as the original's run_experiments.py, which leaves accuracy.py to a separate call; each
+blocked run records its accuracy on the run's images).
 
 Every stage skips work whose artifacts are complete for the same settings, so running the plan
 again after an interruption resumes it.
@@ -18,7 +19,6 @@ from ..core.models import get_spec
 from ..core.runtime import Runtime
 from ..io import artifacts, layout, readers
 from . import experiment
-from .accuracy import blocked_accuracy
 from .baseline import run_baseline
 from .clusters import describe_clusters, run_neuron_stats
 from .session import setup
@@ -34,6 +34,7 @@ class GridConfig:
     data: str | None = None
     data_root: str | None = None
     images: int = 100
+    image_order: str = "original"   # original: strided attribution images, the first stats images; or spread
     seed: int = 0
     blocks: tuple[str, ...] | None = None
     ks: tuple[int, ...] = (2, 3, 4, 5)
@@ -81,7 +82,7 @@ class GridConfig:
 
 @dataclass(frozen=True)
 class Step:
-    kind: str               # baseline, stats, centroids, blocked:<mode>, accuracy, controlviz, summary
+    kind: str               # baseline, stats, centroids, blocked:<mode>, controlviz, summary
     block: str | None = None
     k: int | None = None
     cluster: int | None = None
@@ -97,7 +98,6 @@ def plan(cfg: GridConfig) -> list[Step]:
     for b in cfg.grid_blocks:
         steps += [Step("stats", b, k) for k in cfg.ks] + [Step("centroids", b, k) for k in cfg.ks]
         steps += [Step(f"blocked:{m}", b) for m in cfg.modes]
-        steps += [Step("accuracy", b, k, c) for k in cfg.ks for c in range(k)]
         steps += [Step("controlviz", b, k, c) for k in cfg.controlled_ks for c in range(k)]
     return steps + [Step("summary")]
 
@@ -118,22 +118,24 @@ def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = pri
     artifacts.hold(root)
     per_batch = cfg.runtime.images_per_batch()
     fixed = replace(cfg.runtime, batch_size=per_batch)      # stages outside the engine take no 'auto'
-    sessions: dict[int, object] = {}
+    sessions: dict[tuple, object] = {}
 
-    def session(images: int, runtime: Runtime):
-        if images not in sessions:
-            sessions[images] = setup(cfg.model, cfg.weights, cfg.data, images, cfg.data_root, runtime, cfg.seed)
-        return sessions[images]
+    def session(images: int, runtime: Runtime, original: str):
+        order = original if cfg.image_order == "original" else "spread"
+        if (images, order) not in sessions:
+            sessions[images, order] = setup(cfg.model, cfg.weights, cfg.data, images, cfg.data_root, runtime,
+                                            cfg.seed, order)
+        return sessions[images, order]
 
     summary = layout.grid_summary_file(root)
     for i, step in enumerate(steps, 1):
         b, k, c = step.block, step.k, step.cluster
         done = ""
         if step.kind == "baseline":
-            done = _skipped(run_baseline(session(cfg.images, cfg.runtime), cfg.eval, layout.baseline_dir(root),
-                                         cfg.overwrite).skipped)
+            done = _skipped(run_baseline(session(cfg.images, cfg.runtime, "strided"), cfg.eval,
+                                         layout.baseline_dir(root), cfg.overwrite).skipped)
         elif step.kind == "stats":
-            done = _skipped(run_neuron_stats(session(cfg.stats_images, fixed), b, k, cfg.n_init,
+            done = _skipped(run_neuron_stats(session(cfg.stats_images, fixed, "first"), b, k, cfg.n_init,
                                              layout.stats_dir(b, k, root), cfg.overwrite, cfg.features,
                                              cfg.kmeans).skipped)
         elif step.kind == "centroids":
@@ -141,9 +143,6 @@ def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = pri
         elif step.kind.startswith("blocked:"):
             ran = _blocked(cfg, root, b, step.kind.split(":")[1])
             done = f": {ran} runs" if ran else ": already complete"
-        elif step.kind == "accuracy":
-            blocked_accuracy(readers.load_clusters(layout.stats_dir(b, k, root)), c, max(1, cfg.images // per_batch),
-                             fixed, layout.accuracy_file(b, c, k, root))
         elif step.kind == "controlviz":
             compare_to_controls(layout.filtered_dir(b, c, k, "detach", root),
                                 layout.control_dir(b, c, k, "detach", root))

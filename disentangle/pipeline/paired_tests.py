@@ -17,7 +17,7 @@ from ..neurons import significance
 class TestConfig:
     num_images: int | None = None     # the first N paired images in index order; None: all
     bootstrap: int = 10000
-    seed: int = 0
+    seed: int = 42                    # the original's
     alpha: float = 0.05
 
     def __post_init__(self):
@@ -48,13 +48,22 @@ def check_stats_dir(stats_dir: str | Path, folder: Path, manifest: dict) -> dict
     return {"folder": str(stats_dir), "block": cfg.get("block"), "k": cfg.get("k")}
 
 
-def paired_tests(baseline_dir: str | Path, filtered_dirs: list[str | Path], out: str | Path, cfg: TestConfig,
-                 stats_dir: str | Path | None = None, batch_size: int | None = None) -> tuple[dict, dict | None]:
+def run_folder(folder: str | Path) -> Path:
+    """A run's folder, also when given as its ``attributions`` folder (the original's arguments)."""
+    folder = Path(folder)
+    return folder.parent if folder.name == "attributions" else folder
+
+
+def paired_tests(baseline_dir: str | Path, filtered_dirs: list[str | Path], out: str | Path,
+                 cfg: TestConfig, stats_dir: str | Path | None = None) -> tuple[dict, dict, dict | None]:
     """Test every filtered run against the baseline, corrected across all of them; writes
-    ``statistical_results.json`` and ``manifest.json`` to ``out``. Returns ``(tests, neuron_stats)``
-    (the ``stats_dir`` check's block and k, or None). Everything is read and checked first."""
-    baseline = readers.load_baseline(baseline_dir)
-    folders = [Path(f) for f in filtered_dirs]
+    ``statistical_results.json`` and ``manifest.json`` to ``out``. Returns ``(original, tests,
+    neuron_stats)``: for a single filtered run, the original's numbers per method
+    (``significance.original_summary`` of faithfulness, the file's leading keys; else empty), every
+    test, and the ``stats_dir`` check's block and k (or None). Everything is read and checked first."""
+    baseline = readers.load_baseline(run_folder(baseline_dir))
+    folders = [run_folder(f) for f in filtered_dirs]
+    original = {}
     neuron_stats = None
     pairs, about = {}, {}
     for folder in folders:
@@ -72,6 +81,8 @@ def paired_tests(baseline_dir: str | Path, filtered_dirs: list[str | Path], out:
                                     f"({key.rsplit('/', 2)[0]}); test one of them")
                 col = measure_column(m, measure)
                 pairs[key] = (filt[col].to_numpy(), base[col].to_numpy())
+                if len(folders) == 1 and measure == "faithfulness":
+                    original[m] = significance.original_summary(*pairs[key], cfg.bootstrap, cfg.seed)
                 about[key] = {"block": c["block"], "k": c["k"], "cluster": c["cluster"], "mode": c["mode"],
                               "method": m, "measure": measure, "metric": c["metric"], "filtered_dir": str(folder)}
     results = significance.compare_all(pairs, cfg.bootstrap, cfg.seed, cfg.alpha)
@@ -89,13 +100,16 @@ def paired_tests(baseline_dir: str | Path, filtered_dirs: list[str | Path], out:
     if neuron_stats:
         inputs["neuron_stats"] = neuron_stats["folder"]
     out = Path(out)
-    manifest = artifacts.make_manifest("statistic", config, {"batch_size": batch_size}, inputs)
+    manifest = artifacts.make_manifest("statistic", config, {}, inputs)
     artifacts.open_derived(out, manifest)
     artifacts.write_json(out / "statistical_results.json", {
+        **original,
         "settings": {"baseline_dir": str(baseline.folder), "filtered_dirs": [str(f) for f in folders],
                      "num_images": cfg.num_images, "bootstrap": cfg.bootstrap, "seed": cfg.seed,
                      "alpha": cfg.alpha, "ci_level": 1 - cfg.alpha, "neuron_stats": neuron_stats,
-                     "difference": "filtered - baseline, paired by image index", "n_tests": len(tests)},
+                     "difference": "filtered - baseline, paired by image index", "n_tests": len(tests),
+                     "leading_entries": "per method, the original statistic.py's numbers of faithfulness "
+                                        "(one filtered run only)"},
         "corrections": {
             "family": f"all {len(tests)} tests of this file; the t-test and the Wilcoxon p-values are adjusted "
                       f"separately",
@@ -108,4 +122,4 @@ def paired_tests(baseline_dir: str | Path, filtered_dirs: list[str | Path], out:
         "tests": tests})
     manifest["complete"] = True
     artifacts.write_json(out / artifacts.MANIFEST, manifest)
-    return tests, neuron_stats
+    return original, tests, neuron_stats

@@ -29,6 +29,7 @@ class Session:
     runtime: Runtime
     n_outputs: int
     seed: int = 0
+    order: str | None = None     # how --images N were chosen (data.images.ORDERS)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -74,7 +75,8 @@ class Session:
         """The model and data part of a manifest's config."""
         w = self.loaded.weights
         return {"model": self.spec.name, "weights_source": w["source"], "weights_sha256": w["sha256"],
-                "data": self.images.describe(), "images": len(self.images), "seed": self.seed}
+                "data": self.images.describe(), "images": len(self.images), "seed": self.seed,
+                **({"image_order": self.order} if self.order else {})}
 
     def runtime_record(self, **extra) -> dict:
         """The runtime part of a manifest (what changes speed, never results beyond rounding)."""
@@ -85,12 +87,13 @@ class Session:
 
 def setup(model: str = "tiny_densenet", weights: str | None = None, data: str | None = None,
           images: int | str | Images = 100, data_root: str | None = None, runtime: Runtime = Runtime(),
-          seed: int = 0) -> Session:
+          seed: int = 0, order: str = "spread") -> Session:
     """Seed, then check every input (model, data, images) before any work or writing starts.
 
     ``data``: ``concepts``, ``imagenet`` or an ImageFolder path (default: the model's own, the concept
-    world for tiny_densenet); ``images``: a number of images of ``data``, ``"samples"`` or a folder
-    of photos (then ``data`` must be None), or chosen ``Images``; ``weights``: a file, ``"random"``,
+    world for tiny_densenet); ``images``: a number of images of ``data`` (chosen by ``order``, one of
+    ``data.images.ORDERS``), ``"samples"`` or a folder of photos (then ``data`` must be None), or
+    chosen ``Images``; ``weights``: a file, ``"random"``,
     or None for the model's own source.
     """
     set_seeds(seed)
@@ -106,7 +109,7 @@ def setup(model: str = "tiny_densenet", weights: str | None = None, data: str | 
             raise UserError(f"--data applies to --images N; --images {images} brings its own photos")
         chosen = photo_images(images)
     else:
-        chosen = dataset_images(data or spec.default_data, images, data_root)
+        chosen = dataset_images(data or spec.default_data, images, data_root, order)
     loaded = load_model(model, weights, device)
     if runtime.channels_last:
         loaded.model.to(memory_format=torch.channels_last)
@@ -116,7 +119,7 @@ def setup(model: str = "tiny_densenet", weights: str | None = None, data: str | 
     if isinstance(images, int) and n_classes > n_out:
         raise UserError(f"the data has {n_classes} classes but {model} has {n_out} outputs; "
                         f"its labels cannot be the model's classes")
-    return Session(loaded, chosen, device, runtime, n_out, seed)
+    return Session(loaded, chosen, device, runtime, n_out, seed, order if isinstance(images, int) else None)
 
 
 def setup_like(manifest: dict, runtime: Runtime, images: int | None = None) -> Session:
@@ -126,7 +129,8 @@ def setup_like(manifest: dict, runtime: Runtime, images: int | None = None) -> S
     data = c["data"]
     weights = "random" if c["weights_source"] == "random init" else manifest.get("weights_path")
     session = setup(c["model"], weights, "concepts" if data["name"] == "concepts" else data["root"],
-                    c["images"] if images is None else images, runtime=runtime, seed=c.get("seed", 0))
+                    c["images"] if images is None else images, runtime=runtime, seed=c.get("seed", 0),
+                    order=c.get("image_order", "spread"))
     if session.loaded.weights["sha256"] != c["weights_sha256"]:
         raise UserError(f"the weights of {c['model']} changed since {manifest['stage']} ran; rerun that stage")
     return session

@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from ..attribution.evaluation import EvalConfig, evaluate_masks
 from ..attribution.metrics import masked_input
-from ..core.errors import UserError
 from ..core.hooks import channel_mask
 from ..core.layers import resolve_layer
 from ..io.readers import Clusters
@@ -216,21 +215,21 @@ def draw_grid(rows: Sequence[GridRow], path: str | os.PathLike, title: str, clus
 # --- Running over images ----------------------------------------------------------------------
 
 
-def figure_name(clusters: Clusters, cluster: int, cfg: EvalConfig, what: str) -> str:
-    """``attr_<block>_c<c>_k<k>_<what>_<metric>.png``, ``what`` being ``img<index>`` or ``grid``."""
-    return f"attr_{clusters.block}_c{cluster}_k{clusters.k}_{what}_{cfg.metric}.png"
+def figure_name(clusters: Clusters, cluster: int, cfg: EvalConfig, image: int | None = None) -> str:
+    """The original's ``attr_example_<image>_idx_<c>_k<k>.png`` for one image, and
+    ``attr_<block>_c<c>_k<k>_grid_<metric>.png`` for the contact sheet (``image`` None)."""
+    if image is None:
+        return f"attr_{clusters.block}_c{cluster}_k{clusters.k}_grid_{cfg.metric}.png"
+    return f"attr_example_{image}_idx_{cluster}_k{clusters.k}.png"
 
 
-def render(session, clusters: Clusters, cluster: int, indices: Sequence[int], cfg: EvalConfig,
+def render(session, clusters: Clusters, cluster: int, indices: dict[int, int], cfg: EvalConfig,
            output_dir: str | os.PathLike, batch_size: int, grid: bool = False) -> list[Path]:
-    """One figure per data-set index in ``indices`` (computed ``batch_size`` images at a time) with
-    ``cluster`` blocked, and with ``grid`` a contact sheet of all of them. ``session``: a
-    ``pipeline.session.Session`` on the clusters' model and data. Returns the paths written."""
+    """One figure per data-set index of ``indices`` (index -> the number naming the image; computed
+    ``batch_size`` images at a time) with ``cluster`` blocked, and with ``grid`` a contact sheet of
+    all of them. ``session``: a ``pipeline.session.Session`` on the clusters' model and data.
+    Returns the paths written."""
     source = session.images.source
-    n = len(source)
-    for i in indices:
-        if not 0 <= i < n:
-            raise UserError(f"image index {i} is out of range: the data has {n} images (0..{n - 1})")
     channels = clusters.channels(cluster)
     spec, model, classes = session.spec, session.model, source.classes
     block = resolve_layer(spec, clusters.block)
@@ -240,22 +239,24 @@ def render(session, clusters: Clusters, cluster: int, indices: Sequence[int], cf
             f"neurons) blocked · {cfg.metric} metric, top {cfg.drop_fraction:.0%} masked to "
             f"{cfg.mask_value:g} (normalised)")
     paths, rows = [], []
-    for x, labels, idx in tqdm(session.loader(batch_size, indices=indices), desc="attribution figures", unit="batch"):
+    for x, labels, idx in tqdm(session.loader(batch_size, indices=list(indices)), desc="attribution figures",
+                               unit="batch"):
         x, labels = x.to(session.device), labels.to(session.device)
         panels = attribution_panels(model, x, block, blocked, cfg, stem=spec.stem, labels=labels,
                                     ig_batch=session.runtime.ig_batch, plain=session.runtime.plain)
         images = denormalise(x.cpu().numpy(), spec.mean, spec.std)                     # (B, H, W, 3)
         masked = {m: denormalise(d["masked"], spec.mean, spec.std) for m, d in panels.methods.items()}
-        for j, (i, label) in enumerate(zip(idx.tolist(), labels.tolist())):
+        for j, (index, label) in enumerate(zip(idx.tolist(), labels.tolist())):
+            i = indices[index]
             name = classes[int(panels.target[j])]
             title = f"image {i} (true class {classes[label]}) · {what}"
             paths.append(draw_attribution_figure(images[j], {m: v[j] for m, v in masked.items()}, panels, j, name,
-                                                 out / figure_name(clusters, cluster, cfg, f"img{i}"), title, cfg,
+                                                 out / figure_name(clusters, cluster, cfg, i), title, cfg,
                                                  cluster))
             if grid:
                 caption = f"image {i}\ntrue {classes[label]}\npred. {name}\np = {panels.probability[j]:.2f}"
                 rows.append(grid_row(images[j], panels, j, caption))
     if grid:
-        paths.append(draw_grid(rows, out / figure_name(clusters, cluster, cfg, "grid"), what.replace(" · ", "\n"),
+        paths.append(draw_grid(rows, out / figure_name(clusters, cluster, cfg), what.replace(" · ", "\n"),
                                cluster))
     return paths

@@ -69,10 +69,11 @@ def cluster_tsne(z: np.ndarray, labels: np.ndarray, path: str | os.PathLike, tit
 
 
 def cluster_scatter_3d(raw: dict[str, np.ndarray], labels: np.ndarray, axes: tuple[str, str, str],
-                       path: str | os.PathLike, title: str) -> None:
+                       path: str | os.PathLike, title: str, names: dict[int, str] | None = None) -> None:
     """3-D scatter of the statistics ``axes`` (original units), coloured by cluster, as a PNG.
 
-    ``raw``: statistic name -> ``(C,)`` values; ``labels (C,)``: each neuron's cluster.
+    ``raw``: statistic name -> ``(C,)`` values; ``labels (C,)``: each neuron's cluster (or group,
+    named in the legend by ``names``).
     """
     fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
@@ -80,7 +81,7 @@ def cluster_scatter_3d(raw: dict[str, np.ndarray], labels: np.ndarray, axes: tup
     for c in _clusters(labels):
         m = labels == c
         ax.scatter(x[m], y[m], w[m], s=24, color=cluster_colour(c), edgecolor="k", linewidth=0.3,
-                   depthshade=True, label=f"cluster {c} ({int(m.sum())})")
+                   depthshade=True, label=f"{(names or {}).get(c, f'cluster {c}')} ({int(m.sum())})")
     ax.set_xlabel(axes[0], labelpad=8)
     ax.set_ylabel(axes[1], labelpad=8)
     ax.set_zlabel(axes[2], labelpad=12)
