@@ -17,11 +17,35 @@ from tests.conftest import ROOT
 FAST = ["--images", "4", "--ig-steps", "2", "--batch-size", "2", "--block", "block_2"]
 
 
-def test_reference_and_engine_agree(tiny):
+def test_the_references_original_metrics_are_utils(tiny):
+    """The benchmark's straightforward original metrics equal utils.py's (the library's) on real maps,
+    a size the 14x14 grid does not divide (a remainder) among them."""
+    import utils
+    gen = np.random.default_rng(3)
+    for shape in ((3, 56, 56), (3, 60, 59)):
+        attr = gen.normal(size=shape).astype(np.float32) ** 3
+        assert reference.original_sparsity(attr, "pixel", 0.9) == pytest.approx(utils.compute_sparsity_pixel_wise(attr))
+        assert reference.original_sparsity(attr, "patch", 0.9) == pytest.approx(utils.compute_sparsity_patch_wise(attr))
+    world = ConceptWorld("val", transform=tiny.spec.transform(square=True))
+    x = world[5][0]
+    attr = gen.normal(size=(3, 56, 56)).astype(np.float32)
+    with torch.no_grad():
+        p = tiny.model(x[None]).softmax(1)[0]
+    pred = int(p.argmax())
+    for metric in ("pixel", "patch"):
+        masked = reference.original_masked_image(x.numpy(), attr, metric, 0.1)
+        drop = float(p[pred]) - reference.probability(tiny.model, masked, pred, torch.device("cpu"))
+        ours = getattr(utils, f"probability_drop_{metric}_wise")(tiny.model, x, attr)
+        assert drop == pytest.approx(ours, abs=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["original", "extended"])
+def test_reference_and_engine_agree(tiny, protocol):
     world = ConceptWorld("val")
     images = Images(world, even_subset(world.targets, 4))
     transform, idx = tiny.spec.transform(square=True), images.indices
-    cfg, block, blocked = EvalConfig(ig_steps=8), "features.denseblock3", channel_mask(range(3, 30, 2), 32)
+    cfg, block = EvalConfig(ig_steps=8, protocol=protocol), "features.denseblock3"
+    blocked = channel_mask(range(3, 30, 2), 32)
     ref = reference.run(tiny.model, images.loader(transform, 1), cfg, block, blocked, torch.device("cpu"))
     x, labels, _ = next(iter(images.loader(transform, 4)))
     results = evaluate_masks(tiny.model, x, labels, None, cfg, block, torch.stack([torch.zeros_like(blocked), blocked]),
