@@ -1,7 +1,8 @@
 """Describe the k-means clusters of a neuron_stats run: centroids in original units and three figures.
 
 Reads outputs/neuron_stats/<block>_k<k>/ (or --stats_dir) and writes into it: cluster_centroids.csv
-(per cluster: size and the mean of every statistic over its neurons, in original units),
+(per cluster: the mean of every statistic over its neurons and their number, in original units;
+the original's columns cluster, mean, rate, variance, n_neurons for its features),
 cluster_tsne.png (t-SNE map of the standardised statistics), cluster_scatter_3d.png and
 cluster_scatter_3d_interactive.html (three statistics, --axes, in original units).
 """

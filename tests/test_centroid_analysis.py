@@ -49,9 +49,8 @@ def stats_dir(tmp_path):
 def test_centroids_and_figures(stats_dir, capsys):
     assert centroid_analysis.main(["--stats_dir", str(stats_dir), "--seed", "0"]) == 0
     frame = pd.read_csv(stats_dir / "cluster_centroids.csv")
-    assert list(frame.columns) == ["cluster", "size", *neurons.STATS]
-    assert frame["cluster"].tolist() == [0, 1] and frame["size"].tolist() == [7, 5]
-    assert frame["size"].sum() == 12
+    assert list(frame.columns) == ["cluster", "n_neurons", *neurons.STATS]
+    assert frame["cluster"].tolist() == [0, 1] and frame["n_neurons"].tolist() == [7, 5]
     for c in (0, 1):
         for j, s in enumerate(neurons.STATS):
             assert frame.loc[c, s] == pytest.approx(CENTRE[c] * (j + 1)), (c, s)
@@ -106,3 +105,18 @@ def test_folder_without_manifest(tmp_path, capsys):
 def test_folder_of_another_block_or_k(stats_dir, capsys, flags):
     assert centroid_analysis.main(["--stats_dir", str(stats_dir), *flags]) == 2
     assert flags[0] in one_line_error(capsys)
+
+
+def test_original_features_give_the_original_columns():
+    """The original's centroid table: its columns, each the mean of a feature per cluster."""
+    from disentangle.pipeline.clusters import centroid_table
+    gen = np.random.default_rng(0)
+    stats = {name: gen.random(10) for name in neurons.ORIGINAL}
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    frame = centroid_table(stats, labels, 3)
+    df = pd.DataFrame({"mean": stats["mean_activation"], "rate": stats["activation_rate"],
+                       "variance": stats["variance"], "cluster": labels})
+    want = df.groupby("cluster").agg(mean=("mean", "mean"), rate=("rate", "mean"), variance=("variance", "mean"),
+                                     n_neurons=("cluster", "size")).reset_index()
+    assert list(frame.columns) == ["cluster", "mean", "rate", "variance", "n_neurons"]
+    pd.testing.assert_frame_equal(frame, want, check_dtype=False)

@@ -139,8 +139,13 @@ def load_stats(folder: Path, block: str, n: int) -> dict[str, np.ndarray]:
     return stats
 
 
+ORIGINAL_CENTROID_COLUMNS = {"mean_activation": "mean", "activation_rate": "rate", "variance": "variance"}
+
+
 def centroid_table(stats: dict[str, np.ndarray], labels: np.ndarray, k: int) -> pd.DataFrame:
-    """One row per cluster: ``cluster``, ``size`` and each statistic's mean over its neurons."""
+    """One row per cluster: each statistic's mean over its neurons and their number. For the
+    original features, the original's columns ``cluster, mean, rate, variance, n_neurons``; else
+    ``cluster, n_neurons`` and the statistics."""
     onehot = labels[:, None] == np.arange(k)[None, :]                  # (C, k)
     sizes = onehot.sum(0)                                              # (k,)
     names = tuple(stats)
@@ -148,8 +153,12 @@ def centroid_table(stats: dict[str, np.ndarray], labels: np.ndarray, k: int) -> 
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (onehot.T.astype(np.float64) @ x) / sizes[:, None]     # (k, S); an empty cluster gives NaN
     frame = pd.DataFrame(means, columns=list(names))
-    frame.insert(0, "size", sizes.astype(np.int64))
     frame.insert(0, "cluster", np.arange(k))
+    if set(names) == set(statistics.ORIGINAL):
+        frame = frame.rename(columns=ORIGINAL_CENTROID_COLUMNS)[["cluster", "mean", "rate", "variance"]]
+        frame["n_neurons"] = sizes.astype(np.int64)
+        return frame
+    frame.insert(1, "n_neurons", sizes.astype(np.int64))
     return frame
 
 
