@@ -29,8 +29,8 @@ def parser() -> cli.Parser:
     cli.add(p, "class_start", type=int, default=0, help="first class (inclusive)")
     cli.add(p, "class_end", type=int, default=None, help="last class (exclusive); default: every class")
     cli.add(p, "images_per_class", type=cli.positive, default=50, help="images per class (50: all of ImageNet's)")
-    cli.add(p, "image_order", choices=("original", "spread"), default="original",
-            help="which images of a class: original (its first ones in ImageFolder order) or spread (evenly over it)")
+    cli.image_order_args(p, "which images of a class: original (its first ones in ImageFolder order) or spread "
+                            "(evenly over it)")
     cli.add(p, "mode", default="detach", help=f"{' or '.join(MODES)}")
     cli.attribution_args(p, target_flag=False, metrics=False, metric="pixel")
     cli.runtime_args(p, engine=True)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     run_class_analysis(clusters, args.cluster_idx, args.class_start, args.class_end, args.images_per_class, args.mode,
                        replace(cli.eval_config(args), target="pred"), cli.runtime(args), args.output,
                        args.overwrite, default_out=layout.class_analysis_file,
-                       image_order="first" if args.image_order == "original" else "spread")
+                       image_order=cli.image_order(args, "first"))
     return 0
 
 

@@ -43,18 +43,20 @@ def sparsity(attr: np.ndarray, metric: str, mass: float) -> float:
     return float(1 - np.count_nonzero(before < mass * s.sum() * (1 - 1e-9)) / s.size)
 
 
+def original_patch_sums(a: np.ndarray) -> np.ndarray:
+    """``(196,)`` sums of an ``(H, W)`` map over the original's 14x14 grid (patch H // 14, a
+    remainder ignored), as its loops compute them."""
+    ph, pw = a.shape[0] // PATCH_GRID, a.shape[1] // PATCH_GRID
+    return np.array([a[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() for i in range(PATCH_GRID)
+                     for j in range(PATCH_GRID)], dtype=np.float64)
+
+
 def original_sparsity(attr: np.ndarray, metric: str, mass: float) -> float:
     """The original's: pixel over every value of the map, patch over the 14x14 grid of the
     channel-summed map (patch H // 14, a remainder ignored); 1 - k / N with k = searchsorted(descending
     cumulative mass, mass * total) + 1; 0.0 for an all-zero map."""
     a = np.abs(attr)
-    if metric == "pixel":
-        s = a.ravel().astype(np.float64)
-    else:
-        a = a.sum(0)
-        ph, pw = a.shape[0] // PATCH_GRID, a.shape[1] // PATCH_GRID
-        s = np.array([a[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() for i in range(PATCH_GRID)
-                      for j in range(PATCH_GRID)], dtype=np.float64)
+    s = a.ravel().astype(np.float64) if metric == "pixel" else original_patch_sums(a.sum(0))
     total = s.sum()
     if total == 0:
         return 0.0
@@ -73,8 +75,7 @@ def original_masked_image(x: np.ndarray, attr: np.ndarray, metric: str, fraction
         mask.ravel()[top] = 0.0
     else:
         ph, pw = h // PATCH_GRID, w // PATCH_GRID
-        scores = np.array([a[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() for i in range(PATCH_GRID)
-                           for j in range(PATCH_GRID)])
+        scores = original_patch_sums(a)
         for flat in np.argsort(-scores)[:max(1, int(round(fraction * scores.size)))]:
             i, j = divmod(int(flat), PATCH_GRID)
             mask[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = 0.0

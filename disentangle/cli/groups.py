@@ -45,9 +45,8 @@ def model_args(p: argparse.ArgumentParser, images: int | None = 100, photos: boo
                      "with scikit-image and scikit-learn; or a folder whose files are all images")
         elif order:
             add(g, "images", type=positive, default=images, help="number of images (see --image_order)")
-            add(g, "image_order", choices=("original", "spread"), default="original",
-                help=f"which N images: original ({ORIGINAL_ORDER[order]}) or spread (evenly over the classes and "
-                     f"within each class over its images)")
+            image_order_args(g, f"which N images: original ({ORIGINAL_ORDER[order]}) or spread (evenly over the "
+                                f"classes and within each class over its images)")
         else:
             add(g, "images", type=positive, default=images,
                 help="number of images, chosen deterministically and spread evenly over classes")
@@ -123,6 +122,11 @@ def output_args(p: argparse.ArgumentParser, default: str | None, what: str = "ar
     if overwrite:
         add(o, "overwrite", action="store_true",
             help="replace a folder holding a run with other settings (only ever a folder of this project's runs)")
+
+
+def image_order_args(g: argparse._ActionsContainer, help: str) -> None:
+    """``--image_order original|spread``: the seed stage's own choice of images, or this project's."""
+    add(g, "image_order", choices=("original", "spread"), default="original", help=help)
 
 
 def image_order(args: argparse.Namespace, original: str) -> str:

@@ -310,10 +310,7 @@ def even_subset(targets: Sequence[int], n: int) -> np.ndarray:
     Returns sorted indices.
     """
     targets = np.asarray(targets)
-    if n < 1:
-        raise UserError(f"--images must be at least 1, got {n}")
-    if n > len(targets):
-        raise UserError(f"asked for {n} images but the data set has {len(targets)}")
+    _check_count(targets, n)
     classes, counts = np.unique(targets, return_counts=True)
     quota = np.zeros(len(classes), dtype=int)
     remaining = n
@@ -340,22 +337,28 @@ def folder_order(targets: Sequence[int]) -> np.ndarray:
     return np.argsort(np.asarray(targets), kind="stable")
 
 
-def strided_subset(targets: Sequence[int], n: int) -> np.ndarray:
-    """The original's choice of ``n`` images: positions ``i * (len // n)`` of the folder order."""
+def _check_count(targets: Sequence[int], n: int) -> None:
     if n < 1:
         raise UserError(f"--images must be at least 1, got {n}")
     if n > len(targets):
         raise UserError(f"asked for {n} images but the data set has {len(targets)}")
+
+
+def strided_subset(targets: Sequence[int], n: int) -> np.ndarray:
+    """The original's choice of ``n`` images: positions ``i * (len // n)`` of the folder order."""
+    _check_count(targets, n)
     return folder_order(targets)[np.arange(n) * max(1, len(targets) // n)]
 
 
 def first_subset(targets: Sequence[int], n: int) -> np.ndarray:
     """The first ``n`` images of the folder order (the original's neuron statistics)."""
-    if n < 1:
-        raise UserError(f"--images must be at least 1, got {n}")
-    if n > len(targets):
-        raise UserError(f"asked for {n} images but the data set has {len(targets)}")
+    _check_count(targets, n)
     return folder_order(targets)[:n]
+
+
+def folder_images(source: Source) -> Images:
+    """Every image of ``source``, in ImageFolder order (the original's loader over a whole folder)."""
+    return Images(source, folder_order(source.targets))
 
 
 ORDERS = {"strided": strided_subset, "first": first_subset, "spread": even_subset}

@@ -14,7 +14,7 @@ from ..core.layers import resolve_layer
 from ..core.runtime import Runtime
 from ..io import artifacts, cache
 from ..io.readers import Clusters
-from ..data.images import Images, folder_order
+from ..data.images import folder_images
 from .session import Session, setup_like
 
 
@@ -47,7 +47,7 @@ def data_set_accuracy(session: Session, batch_size: int) -> dict:
     source = session.images.source
 
     def compute() -> dict[str, np.ndarray]:
-        whole = Images(source, folder_order(source.targets))
+        whole = folder_images(source)
         result, n = loader_accuracy(session.model, whole.loader(session.transform(), batch_size, session.workers,
                                                                 session.device), session.device, {"model": []})
         return {"top1": np.array(result["model"]["top1"]), "top5": np.array(result["model"]["top5"]),
@@ -59,9 +59,9 @@ def data_set_accuracy(session: Session, batch_size: int) -> dict:
     return {"top1": float(r["top1"]), "top5": float(r["top5"]), "n_images": int(r["n_images"])}
 
 
-def blocked_accuracy(clusters: Clusters, cluster: int, batches: int | None, runtime: Runtime, out: str | Path) -> dict:
+def blocked_accuracy(clusters: Clusters, cluster: int, batches: int, runtime: Runtime, out: str | Path) -> dict:
     """Accuracy of the model unchanged, with ``cluster`` detached (the same forward pass: the
-    original's filtered model) and zeroed, over the first ``batches`` loader batches (None: all) of
+    original's filtered model) and zeroed, over the first ``batches`` loader batches (all when fewer) of
     the clusters' data set in ImageFolder order, as the original's accuracy.py; written to ``out``
     (JSON with the original's keys first, its manifest beside it) and returned."""
     out = Path(out)
@@ -72,10 +72,9 @@ def blocked_accuracy(clusters: Clusters, cluster: int, batches: int | None, runt
     mask = channel_mask(channels, len(clusters.labels))
     variants = {"baseline": [], **{mode: [(path, block_hook(mask, mode))] for mode in MODES}}
     size = runtime.images_per_batch()
-    whole = Images(source, folder_order(source.targets)).loader(session.transform(), size, session.workers,
-                                                                session.device)
+    whole = folder_images(source).loader(session.transform(), size, session.workers, session.device)
     available = len(whole)
-    if batches is not None and batches > available:
+    if batches > available:
         print(f"note: --batches {batches} asked for, the data set has {available} batches of {size} images; "
               f"using all of them")
     result, n = loader_accuracy(model, whole, session.device, variants, batches)
@@ -90,6 +89,6 @@ def blocked_accuracy(clusters: Clusters, cluster: int, batches: int | None, runt
         "top1_filtered": result["detach"]["top1"], "top5_filtered": result["detach"]["top5"],
         "top1_zero": result["zero"]["top1"], "top5_zero": result["zero"]["top5"],
         "k": clusters.k, "n_blocked": len(channels), "n_neurons": len(clusters.labels), "n_images": n,
-        "batches": min(available, batches or available), "batch_size": size})
+        "batches": min(available, batches), "batch_size": size})
     artifacts.write_manifest(out, manifest)
     return result
