@@ -47,6 +47,9 @@ _API = {
     "explain_neurons": "pipeline.linear:explain", "simulate_correlation": "pipeline.linear",
     "simulate_ablation": "pipeline.linear",
     "ScoreConfig": "neurons.scores", "score_neurons": "neurons.scores", "extract_trials": "neurons.trials",
+    "calculate_selectivity_score": "neurons.scores", "calculate_causality_score": "neurons.scores",
+    "calculate_robustness_score": "neurons.scores", "calculate_human_consistency_score": "neurons.scores",
+    "calculate_interpretability_score": "neurons.scores", "extract_activations": "pipeline.scores",
     # the stages as library calls
     "run_baseline": "pipeline.baseline", "run_neuron_stats": "pipeline.clusters",
     "describe_clusters": "pipeline.clusters", "GridConfig": "pipeline.grid", "plan": "pipeline.grid",

@@ -175,36 +175,23 @@ class AblationResult:
     sum_abs_dce_mean: float
 
 
-# --- interpretability score: trials (data.csv) and results -----------------------------------------
+# --- interpretability score: trials (data.csv) and results (results.csv) --------------------------
 CATEGORY, GROUND_TRUTH, LEVEL, IMAGE_INDEX = "trial_category", "ground_truth", "level", "image_index"
-TRIAL_LEAD = (CATEGORY, GROUND_TRUTH, LEVEL, IMAGE_INDEX)      # what --extract writes first
+IMAGE_FILENAME, IMAGE_BASENAME = "image_filename", "image_basename"   # the seed's image columns
+EXPERIMENT = "experiment"                      # the trial_category of the trials the score uses
+TRIAL_LEAD = (LEVEL, IMAGE_INDEX, GROUND_TRUTH, CATEGORY)       # what --extract writes first
 TRIAL_REQUIRED = (CATEGORY, GROUND_TRUTH, LEVEL)                # what scoring needs
-TRIAL_KINDS = ("activation", "ablate", "amplify")     # per neuron: activation, Δp zeroed, Δp doubled
+# Per neuron: its activation; the image embedding's relative change with the channel x0 and x2
+# (causality, the original's definition); the true class's probability change x0 and x2 (the
+# probability variant of causality).
+TRIAL_KINDS = ("activation", "delta0", "delta2", "ablate", "amplify")
 AXES = ("S", "C", "R", "H")
+# results.csv: the original's columns, then ours.
+RESULT_COLUMNS = ("Neuron", "Concept", *AXES, "InterpScore", "Notes")
+RESULT_EXTRA = ("threshold", "hedges_g", "p_value", "significant", "n_concept_clean", "n_non_concept_clean",
+                "causality", "causality_images", "weights")
 
 
 def trial_column(kind: str, neuron: int | str) -> str:
-    """``activation_3``, ``ablate_3``, ``amplify_3``: a neuron's column of ``kind`` (``TRIAL_KINDS``)."""
+    """``activation_3``, ``delta0_3``, ``ablate_3``, ...: a neuron's column of ``kind`` (``TRIAL_KINDS``)."""
     return f"{kind}_{neuron}"
-
-
-@dataclass
-class ScoreRow:
-    """One neuron of the score results, which start with ``RANK``."""
-    neuron: str
-    concept: str
-    S: float
-    C: float
-    R: float
-    H: float
-    score: float
-    activation_threshold: float
-    hedges_g: float
-    p_value: float
-    n_concept_clean: int
-    n_other_clean: int
-    weights_used: str              # 'S=0.300 C=0.300 ...': the weights renormalised over the axes available
-    notes: str
-
-
-RANK = "rank"

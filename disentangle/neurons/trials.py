@@ -1,14 +1,20 @@
-"""Build the interpretability-score input (one row per image and perturbation level) from a model.
+"""The InterpScore trials from a model: activations and interventions per image and level.
 
-Each image is shown at ``levels`` levels; level ``levels`` is clean and lower levels add Gaussian
-noise (std ``0.5 s`` in normalised units) and Gaussian blur (sigma ``0.1 + 2 s`` pixels) of strength
-``s = (levels - level) / (levels - 1)``. Per trial it records every chosen neuron's activation
-(spatial mean of its channel in the block) and the change of the true class's probability when the
-neuron is zeroed (``ablate_<n>``) and doubled (``amplify_<n>``).
+The levels follow the seed's data: 5 is the clean image, 1-3 the image with noise (level 1 the
+strongest: Gaussian blur of sigma ``0.1 + 2 s`` pixels and Gaussian noise of std ``0.5 s`` in
+normalised units, strength ``s = (4 - level) / 3``); level 4 (the unit's feature visualizations in
+the original) is not an image perturbation and is not made here.
+
+Per trial and neuron (a channel of a layer): its activation (the spatial or token mean of the
+channel; a 2-D layer's unit as it is), and its interventions, the channel multiplied by 0 and by
+2 (the original's λ): ``delta0_<n>``/``delta2_<n>`` the relative change ``‖E^λ − E‖ / ‖E‖`` of the
+image embedding ``E``, which for our models is the pooled input of the classifier (the original
+uses CLIP's image embedding), and ``ablate_<n>``/``amplify_<n>`` the change of the true class's
+probability (the probability variant of causality).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,46 +22,100 @@ import torch
 import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
+from ..core.errors import UserError
 from ..core.hooks import capture, channel_mask, hooks, scale_hook
-from ..io.schema import CATEGORY, GROUND_TRUTH, IMAGE_INDEX, LEVEL, trial_column
+from ..io.schema import CATEGORY, EXPERIMENT, GROUND_TRUTH, IMAGE_INDEX, LEVEL, TRIAL_KINDS, TRIAL_LEAD, trial_column
 
-# The neuron's channel is multiplied by this in the trials' ablate_<n> and amplify_<n> columns.
-FACTORS = {"ablate": 0.0, "amplify": 2.0}
+CLEAN_LEVEL = 5
+NOISE_LEVELS = (1, 2, 3)
+LEVELS = (*NOISE_LEVELS, CLEAN_LEVEL)
+FACTORS = {"0": 0.0, "2": 2.0}        # λ of the interventions: delta0_/ablate_ and delta2_/amplify_
 
 
-def perturb(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    """``x (B, C, H, W)`` with noise and blur of ``strength`` in [0, 1] (0 = unchanged)."""
-    if strength <= 0:
+def check_levels(levels: Sequence[int]) -> tuple[int, ...]:
+    """The levels to extract, sorted; the clean level 5 and at least one noise level (1-3)."""
+    levels = tuple(sorted(set(int(level) for level in levels)))
+    if 4 in levels:
+        raise UserError("level 4 holds the units' feature visualizations in the seed's data, not a perturbation "
+                        "of the image; extract levels 1 2 3 5")
+    if not set(levels) <= set(LEVELS) or CLEAN_LEVEL not in levels or len(levels) < 2:
+        raise UserError(f"--levels takes the clean level 5 and noise levels among 1 2 3, got {' '.join(map(str, levels))}")
+    return levels
+
+
+def perturb(x: torch.Tensor, level: int, gen: torch.Generator) -> torch.Tensor:
+    """``x (B, 3, S, S)`` at ``level`` (module doc): unchanged at the clean level."""
+    if level == CLEAN_LEVEL:
         return x
+    strength = (4 - level) / 3
     x = TF.gaussian_blur(x, kernel_size=7, sigma=0.1 + 2 * strength)
     noise = torch.randn(x.shape, generator=gen).to(x.device)
     return x + 0.5 * strength * noise
 
 
+def unit_means(output: torch.Tensor) -> torch.Tensor:
+    """A layer's output -> one value per unit ``(B, C)``: spatial mean of ``(B, C, H, W)``, token
+    mean of ``(B, T, C)``, ``(B, C)`` as it is."""
+    if output.dim() == 4:
+        return output.float().mean((2, 3))
+    if output.dim() == 3:
+        return output.float().mean(1)
+    return output.float().reshape(len(output), -1)
+
+
 @torch.no_grad()
-def extract_trials(model: torch.nn.Module, loader: Iterable, block: str, class_names: list[str], neurons: list[int],
-                   levels: int, device: torch.device, seed: int) -> pd.DataFrame:
+def interventions(model: torch.nn.Module, layer: str, classifier: str, x: torch.Tensor, y: torch.Tensor | None,
+                  neurons: Sequence[int]) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """``x (B, 3, S, S)`` -> (unit means ``(B, C)`` of ``layer``, columns): per neuron ``delta0_``,
+    ``delta2_`` (embedding changes, module doc) and, with labels ``y (B,)``, ``ablate_``, ``amplify_``."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def embedding(module, inputs, output):
+        seen["e"] = inputs[0].float().flatten(1)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor | None]:
+        with hooks(model, [(classifier, embedding)]):
+            logits = model(x)
+        p = None if y is None else logits.float().softmax(1).gather(1, y[:, None]).squeeze(1)
+        return seen["e"], p
+
+    with capture(model, [layer]) as rec:
+        e, p = run()
+    if rec.outputs[layer].dim() == 3:
+        raise UserError(f"{layer} gives tokens (B, T, C): interventions here scale channels of (B, C, H, W) or (B, C)")
+    acts = unit_means(rec.outputs[layer])
+    norm = e.norm(dim=1)
+    columns: dict[str, np.ndarray] = {}
+    for n in neurons:
+        mask = channel_mask([n], rec.outputs[layer].shape[1])
+        for name, factor in FACTORS.items():
+            with hooks(model, [(layer, scale_hook(mask, factor))]):
+                e_l, p_l = run()
+            # A zero embedding has no relative change: NaN, left out of C.
+            columns[trial_column(f"delta{name}", n)] = ((e_l - e).norm(dim=1) / norm).cpu().double().numpy()
+            if p is not None:
+                columns[trial_column("ablate" if factor == 0 else "amplify", n)] = (p_l - p).cpu().double().numpy()
+    return acts, columns
+
+
+@torch.no_grad()
+def extract_trials(model: torch.nn.Module, loader: Iterable, layer: str, classifier: str, class_names: list[str],
+                   neurons: list[int], levels: Sequence[int], device: torch.device, seed: int) -> pd.DataFrame:
     """One row per image of ``loader`` (batches ``(x (B, 3, S, S), labels (B,), indices (B,))``) and
-    level ``1..levels`` (see module doc), sorted by image then level; ``seed`` seeds the noise."""
+    level (module doc), sorted by level then image as the seed's data; ``seed`` seeds the noise.
+    ``trial_category`` is ``experiment`` and ``ground_truth`` the class name in lower case."""
+    levels = check_levels(levels)
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for x, y, idx in tqdm(loader, desc="trials", unit="batch"):
         x, y = x.to(device), y.to(device)
-        for level in range(1, levels + 1):
-            xp = perturb(x, (levels - level) / max(levels - 1, 1), gen)
-            with capture(model, [block]) as rec:
-                p = model(xp).softmax(1).gather(1, y[:, None]).squeeze(1)
-            acts = rec.outputs[block].float().mean((2, 3))                 # (B, C)
-            frame = {CATEGORY: [class_names[int(c)] for c in y], GROUND_TRUTH: y.cpu().numpy(), LEVEL: level,
-                     IMAGE_INDEX: idx.numpy()}
-            n_channels = acts.shape[1]
-            for n in neurons:
-                frame[trial_column("activation", n)] = acts[:, n].cpu().numpy()
-            for n in neurons:
-                for name, factor in FACTORS.items():
-                    with hooks(model, [(block, scale_hook(channel_mask([n], n_channels), factor))]):
-                        q = model(xp).softmax(1).gather(1, y[:, None]).squeeze(1)
-                    frame[trial_column(name, n)] = (q - p).cpu().numpy()
+        for level in levels:
+            acts, columns = interventions(model, layer, classifier, perturb(x, level, gen), y, neurons)
+            frame = {LEVEL: level, IMAGE_INDEX: idx.numpy(), GROUND_TRUTH: [class_names[int(c)].lower() for c in y],
+                     CATEGORY: EXPERIMENT}
+            frame.update({trial_column("activation", n): acts[:, n].cpu().double().numpy() for n in neurons})
+            frame.update(columns)
             rows.append(pd.DataFrame(frame))
     out = pd.concat(rows, ignore_index=True)
-    return out.sort_values([IMAGE_INDEX, LEVEL], kind="stable").reset_index(drop=True).astype({GROUND_TRUTH: np.int64})
+    per_neuron = [trial_column(kind, n) for kind in TRIAL_KINDS for n in neurons if trial_column(kind, n) in out]
+    return out.sort_values([LEVEL, IMAGE_INDEX], kind="stable").reset_index(drop=True)[[*TRIAL_LEAD, *per_neuron]]
