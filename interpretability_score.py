@@ -33,7 +33,7 @@ def parser() -> cli.Parser:
     cli.add(s, "threshold_percentile", type=cli.finite, default=0.95,
             help="H: quantile of the clean non-concept activations above which a concept trial counts as "
                  "strongly activating")
-    cli.add(s, "recognizable_levels", nargs="+", default=[],
+    cli.add(s, "recognizable_levels", nargs="+", default=[], metavar="LEVEL",
             help="R: levels whose concept trials count as recognised by humans without a human score of 1 "
                  "(default none: the original's rule, only recognised trials; the seed's README names 3 4 5, "
                  "which its code never reads); quoted or not: 3 4 5 or \"3 4 5\"")
@@ -42,7 +42,7 @@ def parser() -> cli.Parser:
                  "p at most this (S itself does not depend on it, as in the original)")
     cli.add(s, "human_score_col", default="soft_correct",
             help="column of human recognition scores, 1/0 or True/False (H, and R's recognised trials)")
-    cli.add(s, "axis_weights", nargs="+", default=["0.3", "0.3", "0.2", "0.2"],
+    cli.add(s, "axis_weights", nargs="+", default=["0.3", "0.3", "0.2", "0.2"], metavar="W",
             help="weights of S C R H, normalised to sum 1 (the original's code always uses 0.25 each: "
                  "give 0.25 0.25 0.25 0.25 for its InterpScore); quoted or not")
     cli.add(s, "causality", choices=CAUSALITY_MODES, default="embedding",
@@ -64,7 +64,7 @@ def parser() -> cli.Parser:
     cli.add(e, "extract", action="store_true", help="build data.csv from a model instead of scoring")
     cli.add(e, "block", default="block_4", help="named block or module path whose channels are the neurons")
     cli.add(e, "neurons", default=None, help="--extract: comma-separated channel indices (default: every channel)")
-    cli.add(e, "levels", nargs="+", default=[str(v) for v in LEVELS],
+    cli.add(e, "levels", nargs="+", default=[str(v) for v in LEVELS], metavar="LEVEL",
             help="--extract: levels to write, the seed's scheme (1-3 noise, level 1 the strongest; 5 clean)")
     cli.add(e, "model", default="tiny_densenet", help="registered model")
     cli.add(e, "model_weights", default=None, help="the model's weights file (its --weights elsewhere)")

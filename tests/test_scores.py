@@ -294,3 +294,5 @@ def test_extract_then_score_and_c_from_image_files(tmp_path, tiny):
     acts = extract_activations([order.path(int(i)) for i in clean.index], "block_4", "tiny_densenet")
     assert acts.shape[0] == len(files) and acts.shape[1] > 5
     assert acts["activation_5"].to_numpy() == pytest.approx(clean["activation_5"].to_numpy(), abs=1e-5)
+    by_path = extract_activations(list(acts.index[:2]), tiny.spec.blocks["block_4"], "tiny_densenet")
+    assert by_path.to_numpy() == pytest.approx(acts.to_numpy()[:2], abs=1e-6)     # a module path, the same layer
