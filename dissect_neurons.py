@@ -9,14 +9,21 @@ that affects them, so a rerun with other thresholds or similarity functions is q
 """
 from __future__ import annotations
 
+import argparse
+
 from disentangle import cli
 from disentangle.core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from disentangle.data.images import BRODEN_ROOT, probe_images
 from disentangle.dissection import clip_dissect, netdissect
 from disentangle.io import layout
 from disentangle.io.schema import SUMMARY_LAYERS
-from disentangle.pipeline.dissect import METHODS, DissectConfig, run_dissection
+from disentangle.pipeline.dissect import IOU_THRESHOLD, METHODS, QUANTILE, DissectConfig, run_dissection
 from disentangle.pipeline.session import setup
+
+
+OWN_FLAGS = {"netdissect": ("quantile", "iou_threshold"),
+             "clip": ("concept_set", "similarity_fn", "pool_mode", "clip_model", "clip_weights")}
+CONFIG_FIELDS = {"similarity_fn": "similarity", "pool_mode": "pool"}    # flag -> DissectConfig field
 
 
 def parser() -> cli.Parser:
@@ -36,19 +43,24 @@ def parser() -> cli.Parser:
     cli.add(m, "method", choices=METHODS, default="netdissect",
             help="netdissect: IoU of thresholded activation maps with pixel labels; "
                  "clip: CLIP-Dissect open-vocabulary labels from image-text similarity")
-    cli.add(m, "quantile", type=float, default=0.005,
-            help="netdissect: a unit's mask is where it exceeds its top-quantile activation")
-    cli.add(m, "iou_threshold", type=float, default=0.04, help="netdissect: a unit above this IoU is a detector")
-    cli.add(m, "concept_set", default=None,
+    # Each method's own flags: given to the other method they are an error, never ignored.
+    none = argparse.SUPPRESS
+    cli.add(m, "quantile", type=float, default=none,
+            help=f"netdissect: a unit's mask is where it exceeds its top-quantile activation (default {QUANTILE})")
+    cli.add(m, "iou_threshold", type=float, default=none,
+            help=f"netdissect: a unit above this IoU is a detector (default {IOU_THRESHOLD})")
+    cli.add(m, "concept_set", default=none,
             help="clip: concept list, one per line (default: the concept world's concept names, with --data concepts)")
-    cli.add(m, "similarity_fn", choices=clip_dissect.METHODS, default="soft_wpmi", help="clip: similarity function")
-    cli.add(m, "pool_mode", choices=netdissect.POOLS, default="avg",
-            help="clip: summary of a unit's activation map per image")
-    cli.add(m, "clip_model", default=DEFAULT_MODEL,
-            help="clip: open_clip model name, or local-dir:FOLDER (open_clip_config.json + checkpoint)")
-    cli.add(m, "clip_weights", default=DEFAULT_WEIGHTS,
-            help="clip: pretrained tag already in the local cache, a checkpoint file, or 'random' "
-                 "(an untrained CLIP, for testing the code path only)")
+    cli.add(m, "similarity_fn", choices=clip_dissect.METHODS, default=none,
+            help="clip: similarity function (default soft_wpmi)")
+    cli.add(m, "pool_mode", choices=netdissect.POOLS, default=none,
+            help="clip: summary of a unit's activation map per image (default avg)")
+    cli.add(m, "clip_model", default=none,
+            help=f"clip: open_clip model name, CLIP-Dissect's (RN50, ViT-B/16, ...), or local-dir:FOLDER "
+                 f"(open_clip_config.json + checkpoint) (default {DEFAULT_MODEL})")
+    cli.add(m, "clip_weights", default=none,
+            help=f"clip: pretrained tag already in the local cache, a checkpoint file, or 'random' "
+                 f"(an untrained CLIP, for testing the code path only) (default {DEFAULT_WEIGHTS})")
     cli.output_args(p, None, "default: outputs/dissect/<model>_<method>_<probe>")
     f = p.add_argument_group("cache and figures")
     cli.add(f, "activation_dir", default=str(layout.activations_dir()),
@@ -64,10 +76,15 @@ def parser() -> cli.Parser:
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cfg = DissectConfig(method=args.method, quantile=args.quantile, iou_threshold=args.iou_threshold,
-                        concept_set=args.concept_set, similarity=args.similarity_fn, pool=args.pool_mode,
-                        clip_model=args.clip_model, clip_weights=args.clip_weights, top_units=args.top_units,
-                        top_images=args.top_images, min_units=args.min_units)
+    given = vars(args)
+    other = [f for f in OWN_FLAGS[METHODS[1 - METHODS.index(args.method)]] if f in given]
+    if other:
+        raise cli.UserError(f"--{other[0]} applies to --method {'clip' if args.method == 'netdissect' else 'netdissect'}"
+                            f", not to --method {args.method}" + (" (CLIP-Dissect's own script is describe_neurons.py)"
+                                                                  if args.method == "netdissect" else ""))
+    own = {flag: given[flag] for flag in OWN_FLAGS[args.method] if flag in given}
+    cfg = DissectConfig(method=args.method, **{CONFIG_FIELDS.get(f, f): v for f, v in own.items()},
+                        top_units=args.top_units, top_images=args.top_images, min_units=args.min_units)
     images = probe_images(args.data, args.images, args.seed, args.broden_root)
     session = setup(args.model, args.weights, images=images, runtime=cli.runtime(args), seed=args.seed)
     out = args.output_dir or layout.dissect_dir(args.model, args.method, images.source.name)

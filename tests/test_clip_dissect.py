@@ -55,7 +55,9 @@ def test_batched_functions_match_per_neuron_reference():
     torch.testing.assert_close(clip_dissect.wpmi(clip, target, chunk=16), _reference_pmi(clip, target, 28, 2, 0.6, None))
     c = (clip - clip.mean(0)) ** 3
     t = (target - target.mean(0)) ** 3
-    torch.testing.assert_close(clip_dissect.cosine(clip, target), (t / t.norm(dim=0)).T @ (c / c.norm(dim=0)))
+    torch.testing.assert_close(clip_dissect.cos_similarity_cubed(clip, target), (t / t.norm(dim=0)).T @ (c / c.norm(dim=0)))
+    torch.testing.assert_close(clip_dissect.cos_similarity(clip, target),
+                               (target / target.norm(dim=0)).T @ (clip / clip.norm(dim=0)))
 
 
 def test_clip_method_flow_and_cache(tmp_path, tiny, tiny_clip):
@@ -73,7 +75,7 @@ def test_clip_method_flow_and_cache(tmp_path, tiny, tiny_clip):
     files = sorted(p.name for p in cache.iterdir())
     assert [f.split("_")[0] for f in files] == ["clip", "clip", "summary"]
     # Another similarity function reuses every cached array.
-    assert dissect_neurons.main(argv + ["--result_dir", str(tmp_path / "r2"), "--similarity", "cosine"]) == 0
+    assert dissect_neurons.main(argv + ["--result_dir", str(tmp_path / "r2"), "--similarity", "cos_similarity_cubed"]) == 0
     assert sorted(p.name for p in cache.iterdir()) == files
 
 

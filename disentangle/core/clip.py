@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +22,10 @@ from ..io.artifacts import first_line, sha256_file
 from .errors import UserError
 
 DEFAULT_MODEL, DEFAULT_WEIGHTS = "ViT-B-16", "openai"
+# The names of OpenAI's clip package (CLIP-Dissect's --clip_model) -> open_clip's architectures.
+OPENAI_NAMES = {"RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
+                "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14",
+                "ViT-L/14@336px": "ViT-L-14-336"}
 
 
 @dataclass
@@ -60,6 +65,7 @@ def load_clip(model_name: str = DEFAULT_MODEL, weights: str = DEFAULT_WEIGHTS,
     import open_clip
     from open_clip.factory import _find_checkpoint_in_dir
 
+    model_name = OPENAI_NAMES.get(model_name, model_name)
     local_dir = model_name.startswith("local-dir:")
     hint = "pass --clip_weights FILE (a checkpoint), or place the weights in the cache (see data/README.md)"
     if local_dir:
@@ -105,7 +111,7 @@ def read_concepts(path: str | os.PathLike) -> list[str]:
     words = [w.strip() for w in p.read_text().splitlines() if w.strip()]
     if not words:
         raise UserError(f"concept list {p} is empty")
-    dup = sorted({w for w in words if words.count(w) > 1})
+    dup = sorted(w for w, n in Counter(words).items() if n > 1)
     if dup:
         raise UserError(f"concept list {p} repeats {', '.join(dup[:5])}")
     return words

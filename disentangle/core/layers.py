@@ -1,6 +1,8 @@
 """Layers by name: the one resolver of block names and module paths, and the one width probe."""
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -17,9 +19,11 @@ def resolve_layer(spec: ModelSpec, name: str, model: nn.Module | None = None) ->
     if name in spec.blocks.values():
         return name
     if model is not None:
+        # The originals' Python spelling of a path: features[43] is features.43.
+        path = re.sub(r"\[(\d+)\]", r".\1", name)
         try:
-            model.get_submodule(name)
-            return name
+            model.get_submodule(path)
+            return path
         except AttributeError:
             pass
         raise UserError(f"unknown layer {name!r} for {spec.name}; use a block ({', '.join(spec.blocks)}) "

@@ -80,6 +80,21 @@ def _hub_weights(name: str, url: str) -> Callable[[], tuple[Path, str]]:
     return find
 
 
+PLACES365_RESNET18 = "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar"
+
+
+def _file_weights(name: str, path: str, url: str) -> Callable[[], tuple[Path, str]]:
+    """Weights published as a file (not in torchvision): ``path`` (the original's place for it)
+    or the torch hub cache."""
+    def find() -> tuple[Path, str]:
+        for candidate in (Path(path), _hub_file(url)):
+            if candidate.is_file():
+                return candidate, "file"
+        raise UserError(f"no weights for {name}: put {Path(url).name} (published at {url}) at {path} or in "
+                        f"{_hub_file(url).parent}/, or pass --weights PATH")
+    return find
+
+
 _DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
@@ -155,6 +170,10 @@ MODELS: dict[str, ModelSpec] = {
         "resnet18", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_hub_weights("resnet18", _TV.ResNet18_Weights.IMAGENET1K_V1.url),
         classifier="fc", stem=_RESNET_STEM, **_IMAGENET),
+    "resnet18_places": ModelSpec(
+        "resnet18_places", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
+        default_weights=_file_weights("resnet18_places", "data/resnet18_places365.pth.tar", PLACES365_RESNET18),
+        classifier="fc", stem=_RESNET_STEM, **{**_IMAGENET, "num_classes": 365}, default_data="places365_val"),
     "resnet50": ModelSpec(
         "resnet50", lambda n: _TV.resnet50(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_hub_weights("resnet50", _TV.ResNet50_Weights.IMAGENET1K_V1.url),

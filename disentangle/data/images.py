@@ -35,6 +35,7 @@ from torchvision.datasets import ImageFolder
 from ..core.errors import UserError
 from ..core.models import ModelSpec
 
+PLACES365_ROOT = "data/places365_val"   # class folders of the Places365 validation images
 IMAGENET_ROOT = "data/ILSVRC2012_img_val"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 # What PIL raises for a file that is not a readable image (a truncated or damaged one among them).
@@ -172,16 +173,21 @@ class Photos(Source):
 
 
 class FileProbe(Source):
-    """Every image file under a folder, recursively and sorted: images only (no labels)."""
+    """Every image file under a folder (or several, in turn), recursively and sorted: images only
+    (no labels)."""
 
-    def __init__(self, root: str | Path, name: str, n: int | None = None):
-        self.root, self.name = Path(root), name
-        if not self.root.is_dir():
-            hint = " (see data/README.md)" if name == "imagenet_val" else ""
-            raise UserError(f"probe folder {self.root} not found{hint}")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise UserError(f"no image files under {self.root}")
+    def __init__(self, root: str | Path | Sequence[str | Path], name: str, n: int | None = None):
+        roots = [Path(r) for r in ([root] if isinstance(root, (str, Path)) else root)]
+        self.root, self.name, self.roots = roots[0], name, roots
+        self.files = []
+        for r in roots:
+            if not r.is_dir():
+                hint = " (see data/README.md)" if name != "folder" else ""
+                raise UserError(f"probe folder {r} not found{hint}")
+            files = sorted(p for p in r.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise UserError(f"no image files under {r}")
+            self.files += files
         if n is not None:
             # Spread over the sorted list so class folders are all represented.
             self.files = [self.files[i] for i in np.linspace(0, len(self.files), min(n, len(self.files)),
@@ -195,8 +201,9 @@ class FileProbe(Source):
         return read_rgb(self.files[index])
 
     def describe(self) -> dict:
-        listing = "\n".join(str(p.relative_to(self.root)) for p in self.files)
-        return {"name": self.name, "root": str(self.root.resolve()), "n": len(self),
+        listing = "\n".join(str(p.relative_to(next(r for r in self.roots if p.is_relative_to(r))))
+                            for p in self.files)
+        return {"name": self.name, "root": ";".join(str(r.resolve()) for r in self.roots), "n": len(self),
                 "files_sha256": hashlib.sha256(listing.encode()).hexdigest()[:16]}
 
 
@@ -295,9 +302,11 @@ def dataset_source(data: str, data_root: str | None = None) -> Source:
     if data == "concepts":
         from .concepts import ConceptWorld
         return ConceptWorld("val")
-    root = Path(data_root or IMAGENET_ROOT) if data in ("imagenet", "imagenet_val") else Path(data)
+    known = {"imagenet": IMAGENET_ROOT, "imagenet_val": IMAGENET_ROOT, "places365": PLACES365_ROOT,
+             "places365_val": PLACES365_ROOT}
+    root = Path(data_root or known[data]) if data in known else Path(data)
     if not root.is_dir():
-        hint = " (see data/README.md for where to put ImageNet)" if data in ("imagenet", "imagenet_val") else ""
+        hint = f" (see data/README.md for where to put {data.split('_')[0]})" if data in known else ""
         raise UserError(f"data folder {root} not found{hint}")
     return ClassFolder(root)
 
@@ -407,10 +416,43 @@ def photo_images(where: str) -> Images:
 BRODEN_ROOT = "data/broden1_224"
 
 
+class Cifar100(Source):
+    """CIFAR-100 from torchvision's files in ``~/.cache`` (where CLIP-Dissect keeps them), never
+    downloaded."""
+
+    def __init__(self, train: bool, n: int | None = None):
+        from torchvision.datasets import CIFAR100
+        self.name, self.root = "cifar100_train" if train else "cifar100_val", Path("~/.cache").expanduser()
+        try:
+            self.data = CIFAR100(str(self.root), train=train, download=False)
+        except RuntimeError:
+            raise UserError(f"CIFAR-100 is not in {self.root}/cifar-100-python (torchvision's format); "
+                            f"put it there (see data/README.md)") from None
+        self.classes = list(self.data.classes)
+        keep = np.arange(len(self.data)) if n is None else np.linspace(0, len(self.data), min(n, len(self.data)),
+                                                                       endpoint=False).astype(int)
+        self.keep, self.targets = keep, np.asarray(self.data.targets)[keep]
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def image(self, index: int) -> Image.Image:
+        return self.data[int(self.keep[index])][0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "root": str(self.root), "n": len(self)}
+
+
+PROBES = ("broden", "imagenet_val", "imagenet_broden", "places365_val", "cifar100_val", "cifar100_train",
+          "concepts")
+
+
 def probe_images(d_probe: str, n: int | None, seed: int = 0, broden_root: str | None = None) -> Images:
-    """The probe set behind ``--d_probe``: ``concepts`` (``n`` images of the concept world rendered
-    with ``seed``, default 1200), ``broden``, ``imagenet_val``, or a folder (a folder holding
-    Broden's ``index.csv`` is read as Broden); ``n`` (default: all) of them."""
+    """The probe set behind ``--d_probe`` (``PROBES``, or a folder): ``concepts`` (``n`` images of
+    the concept world rendered with ``seed``, default 1200), ``broden``, ``imagenet_val``,
+    ``places365_val``, ``imagenet_broden`` (ImageNet's then Broden's images), ``cifar100_val`` /
+    ``_train``, or a folder (one holding Broden's ``index.csv`` is read as Broden); ``n`` (default:
+    all) of them."""
     if n is not None and n < 1:
         raise UserError(f"--images must be at least 1, got {n}")
     if d_probe == "concepts":
@@ -419,8 +461,12 @@ def probe_images(d_probe: str, n: int | None, seed: int = 0, broden_root: str | 
     elif d_probe == "broden" or (Path(d_probe) / "index.csv").is_file():
         from .broden import Broden
         source = Broden(broden_root or BRODEN_ROOT if d_probe == "broden" else d_probe, n)
-    elif d_probe == "imagenet_val":
-        source = FileProbe(IMAGENET_ROOT, "imagenet_val", n)
+    elif d_probe in ("imagenet_val", "places365_val"):
+        source = FileProbe(IMAGENET_ROOT if d_probe == "imagenet_val" else PLACES365_ROOT, d_probe, n)
+    elif d_probe == "imagenet_broden":
+        source = FileProbe([IMAGENET_ROOT, Path(broden_root or BRODEN_ROOT) / "images"], d_probe, n)
+    elif d_probe in ("cifar100_val", "cifar100_train"):
+        source = Cifar100(d_probe == "cifar100_train", n)
     else:
         source = FileProbe(d_probe, "folder", n)
     return Images(source, np.arange(len(source)))

@@ -10,7 +10,9 @@ description is the argmax over ``m``. Defaults are those of the CLIP-Dissect rel
 - ``wpmi``: the same with hard membership of the top images.
 - ``rank_reorder``: how little the neuron's top activations change when its top images are
   reordered by the concept's CLIP similarity (``-error``), scaled by the concept's mean similarity.
-- ``cosine``: cosine similarity of the centred, cubed columns (CLIP-Dissect's ``cos_similarity_cubed``).
+- ``cos_similarity``: cosine similarity of the columns (each neuron's activations and each concept's
+  CLIP similarities over the probe images).
+- ``cos_similarity_cubed``: the same on the centred, cubed columns.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable
 
 import torch
 
-METHODS = ("soft_wpmi", "wpmi", "rank_reorder", "cosine")
+METHODS = ("soft_wpmi", "wpmi", "rank_reorder", "cos_similarity", "cos_similarity_cubed")
 
 
 def _log_p_given_top(probs: torch.Tensor, inds: torch.Tensor, weights: torch.Tensor | None,
@@ -82,7 +84,11 @@ def rank_reorder(clip: torch.Tensor, target: torch.Tensor, p: float = 3.0, top_f
     return torch.cat(out)
 
 
-def cosine(clip: torch.Tensor, target: torch.Tensor, min_norm: float = 1e-3, **_) -> torch.Tensor:
+def cos_similarity(clip: torch.Tensor, target: torch.Tensor, **_) -> torch.Tensor:
+    return (target / target.norm(dim=0, keepdim=True)).T @ (clip / clip.norm(dim=0, keepdim=True))
+
+
+def cos_similarity_cubed(clip: torch.Tensor, target: torch.Tensor, min_norm: float = 1e-3, **_) -> torch.Tensor:
     def prep(x: torch.Tensor) -> torch.Tensor:
         x = (x - x.mean(0, keepdim=True)) ** 3
         return x / x.norm(dim=0, keepdim=True).clamp_min(min_norm)
@@ -90,7 +96,8 @@ def cosine(clip: torch.Tensor, target: torch.Tensor, min_norm: float = 1e-3, **_
 
 
 SIMILARITY: dict[str, Callable[..., torch.Tensor]] = {
-    "soft_wpmi": soft_wpmi, "wpmi": wpmi, "rank_reorder": rank_reorder, "cosine": cosine}
+    "soft_wpmi": soft_wpmi, "wpmi": wpmi, "rank_reorder": rank_reorder, "cos_similarity": cos_similarity,
+    "cos_similarity_cubed": cos_similarity_cubed}
 
 
 def describe(clip: torch.Tensor, target: torch.Tensor, concepts: list[str], method: str = "soft_wpmi",

@@ -147,10 +147,12 @@ def top_concepts(iou: np.ndarray, concepts: list[tuple[str, str]], n: int = 3) -
     return ["; ".join(f"{concepts[c][1]} ({iou[u, c]:.3f})" for c in row) for u, row in enumerate(order)]
 
 
-def layer_batches(model: torch.nn.Module, paths: list[str], loader, device: torch.device, desc: str):
+def layer_batches(model: torch.nn.Module, paths: list[str], loader, device: torch.device, desc: str,
+                  maps: bool = True):
     """Yield ``(activations {path: (B, U, h, w)}, inputs, indices (B,))`` for every batch of a loader
     whose batches start with the model's input ``(B, 3, S, S)`` and end with the images' indices
-    (``Images.loader``: ``(x_1, ..., x_T, labels, indices)``); the first goes through ``model``."""
+    (``Images.loader``: ``(x_1, ..., x_T, labels, indices)``); the first goes through ``model``.
+    ``maps=False`` also lets through ``(B, U)`` and token ``(B, T, U)`` outputs."""
     from tqdm import tqdm
 
     from ..core.hooks import capture
@@ -160,7 +162,7 @@ def layer_batches(model: torch.nn.Module, paths: list[str], loader, device: torc
             model(xs[0].to(device, non_blocking=True))
             acts = {p: rec.outputs.pop(p) for p in paths}
             for p, a in acts.items():
-                if a.dim() != 4:
+                if maps and a.dim() != 4:
                     raise UserError(f"layer {p} gives {a.dim()}-D outputs; dissection needs (B, C, H, W) maps")
             yield acts, xs, idx
 
@@ -195,16 +197,25 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
 POOLS = ("avg", "max")
 
 
+def pool_units(a: torch.Tensor, pool: str = "avg") -> torch.Tensor:
+    """A layer's output -> ``(B, U)`` as CLIP-Dissect summarises it: the spatial mean (``avg``) or
+    max of ``(B, U, h, w)`` maps, the first (class) token of ``(B, T, U)``, ``(B, U)`` as it is."""
+    if a.dim() == 4:
+        return a.mean((2, 3)) if pool == "avg" else a.amax((2, 3))
+    if a.dim() == 3:
+        return a[:, 0]
+    return a.reshape(len(a), -1)
+
+
 def summaries(model: torch.nn.Module, paths: list[str], loader, device: torch.device,
               pool: str = "avg") -> dict[str, np.ndarray]:
-    """Per layer, ``(N, U)`` each unit's spatial mean (``avg``) or max activation per probe image,
-    in loader order."""
+    """Per layer, ``(N, U)`` each unit's summary (``pool_units``) per probe image, in loader order."""
     if pool not in POOLS:
         raise UserError(f"unknown pool mode {pool!r}; choose from {', '.join(POOLS)}")
     out: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
-    for acts, _, _ in layer_batches(model, paths, loader, device, "activations"):
+    for acts, _, _ in layer_batches(model, paths, loader, device, "activations", maps=False):
         for p, a in acts.items():
-            out[p].append(a.mean((2, 3)) if pool == "avg" else a.amax((2, 3)))
+            out[p].append(pool_units(a.float(), pool))
     return {p: torch.cat(v).cpu().numpy() for p, v in out.items()}
 
 

@@ -30,6 +30,7 @@ from .baseline import Outcome
 from .session import Session
 
 METHODS = ("netdissect", "clip")
+QUANTILE, IOU_THRESHOLD = 0.005, 0.04       # mask-IoU dissection's (Bau et al.)
 STAGE = "dissect_neurons"
 
 
@@ -45,8 +46,8 @@ class DissectConfig:
     units_per_concept.png shows concepts with at least ``min_units`` labelled units.
     """
     method: str = "netdissect"
-    quantile: float = 0.005
-    iou_threshold: float = 0.04
+    quantile: float = QUANTILE
+    iou_threshold: float = IOU_THRESHOLD
     concept_set: str | None = None
     similarity: str = "soft_wpmi"
     pool: str = "avg"
@@ -169,7 +170,9 @@ def draw_strips(session: Session, paths: dict[str, str], frame: pd.DataFrame, ex
         uniq = np.unique(idx)
         x = torch.stack([transform(probe.image(int(i))) for i in uniq]).to(session.device)
         acts = next(netdissect.layer_batches(session.model, [path], [(x, torch.from_numpy(uniq))], session.device,
-                                             f"strips {name}"))[0][path]
+                                             f"strips {name}", maps=False))[0][path]
+        if acts.dim() != 4:     # a 2-D or token layer has no activation map to draw
+            continue
         maps = F.interpolate(acts.float(), size=x.shape[-2:], mode="bilinear", align_corners=False).cpu().numpy()
         pos = np.searchsorted(uniq, idx)
         images = denormalise(x.cpu().numpy(), spec.mean, spec.std)[pos]                 # (R, T, H, W, 3)
