@@ -157,11 +157,15 @@ def test_script_on_tiny_densenet_and_cache(tmp_path, tiny, capsys):
     capsys.readouterr()
     assert compare_dissections.main([str(out), str(out2), "--names", "t04,t01", "--output_dir", str(cmp)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split() == ["run", "layer", "labelled_units", "unique_concepts"] and "block_4" in printed[-3]
+    assert printed[0].split() == ["run", "t04", "t01"] and printed[2].split()[0] == "block_1"
+    unique = pd.read_csv(cmp / "unique_concepts.csv")
+    assert list(unique["layer"]) == ["block_1", "block_4", "overall"] * 2
     table = pd.read_csv(cmp / "comparison.csv").set_index(["run", "layer"])
     assert (table.loc["t01", "labelled_units"] >= table.loc["t04", "labelled_units"]).all()
     assert pd.read_csv(cmp / "units.csv")["agree"].all()
-    assert (cmp / "unique_concepts.png").exists() and (cmp / "category_shares.png").exists()
+    for f in ("unique_concepts.png", "category_shares.png", "units_per_concept_block_1.png",
+              "units_per_concept_block_4.png"):
+        assert (cmp / f).exists(), f
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -35,14 +35,24 @@ def summarize(frame: pd.DataFrame) -> dict:
                              for layer in frame["layer"].drop_duplicates()}}
 
 
+def unique_concepts_table(summaries: dict[str, dict]) -> pd.DataFrame:
+    """unique_concepts.csv: per run, the unique concepts of its labelled units in each layer, then
+    over all its layers (layer ``overall``)."""
+    rows = [{"run": name, "layer": layer, "unique_concepts": s["unique_concepts"]}
+            for name, summary in summaries.items()
+            for layer, s in [*summary[SUMMARY_LAYERS].items(), (SUMMARY_OVERALL, summary[SUMMARY_OVERALL])]]
+    return pd.DataFrame(rows, columns=["run", "layer", "unique_concepts"])
+
+
 def comparison_table(summaries: dict[str, dict], configs: dict[str, dict]) -> pd.DataFrame:
     """comparison.csv: one row per run and layer with its counts and category shares (0 where a run
-    has none of a category); ``configs``: each run's manifest config."""
+    has none of a category); ``configs``: each run's manifest config (empty for a bare CSV)."""
     rows = []
     for name, summary in summaries.items():
         cfg = configs[name]
         for layer, s in summary[SUMMARY_LAYERS].items():
-            lead = (name, cfg["model"], cfg["method"], layer, s["units"], s["labelled_units"], s["unique_concepts"])
+            lead = (name, cfg.get("model", ""), cfg.get("method", ""), layer, s["units"], s["labelled_units"],
+                    s["unique_concepts"])
             rows.append({**dict(zip(COMPARISON_LEAD, lead)),
                          **{share_column(k): v for k, v in s.get("category_shares", {}).items()}})
     return pd.DataFrame(rows).fillna(0.0)

@@ -217,7 +217,9 @@ def run_dissection(session: Session, layers: Sequence[str] | None, cfg: DissectC
     artifacts.write_csv(out / "descriptions.csv", frame)
     summary = report.summarize(frame)
     artifacts.write_json(out / "summary.json", summary)
-    title = f"{session.spec.name} · {cfg.method} · {probe.name}"
+    weights = session.loaded.weights
+    trained = "random weights" if weights["source"] == "random init" else f"weights {weights['sha256'][:8]}"
+    title = f"{out.name}: {session.spec.name} ({trained}) · {cfg.method} · {probe.name}"
     figures.units_per_concept_figure(frame, out / "units_per_concept.png", title, cfg.min_units)
     figures.category_shares_figure({title: summary}, out / "category_shares.png")
     draw_strips(session, paths, frame, extra, cfg, out)
@@ -228,60 +230,96 @@ def run_dissection(session: Session, layers: Sequence[str] | None, cfg: DissectC
 # --- compare_dissections.py -----------------------------------------------------------------------
 @dataclass
 class Run:
-    """A finished dissection: its descriptions.csv, summary.json and manifest."""
+    """A finished dissection: its descriptions, summary and manifest (None for a bare
+    descriptions.csv, such as the CLIP-Dissect release's)."""
     frame: pd.DataFrame
     summary: dict
-    manifest: dict
+    manifest: dict | None
 
 
-def read_run(folder: str | Path) -> Run:
-    """A finished dissect_neurons.py result folder, or a one-line error."""
-    folder = Path(folder)
-    manifest = artifacts.read_manifest(folder)
-    if manifest is None or manifest.get("stage") != STAGE:
-        raise UserError(f"{folder} is not a dissect_neurons.py result folder (no matching manifest.json)")
-    if not manifest.get("complete"):
-        raise UserError(f"{folder} holds an unfinished dissection; rerun dissect_neurons.py there first")
-    frame = artifacts.read_csv(folder / "descriptions.csv", ("layer", "unit", "description"), "descriptions")
-    return Run(frame, artifacts.read_json(folder / "summary.json", "dissection summary"), manifest)
+def read_run(path: str | Path) -> Run:
+    """A finished dissect_neurons.py / describe_neurons.py result folder, a folder holding a
+    descriptions.csv (the original's result folders), or a descriptions CSV file itself
+    (``layer,unit,description,similarity``); a one-line error otherwise."""
+    path = Path(path)
+    manifest = artifacts.read_manifest(path) if path.is_dir() else None
+    if manifest is not None:
+        if manifest.get("stage") != STAGE:
+            raise UserError(f"{path} is not a dissection result folder (its manifest.json is of {manifest.get('stage')})")
+        if not manifest.get("complete"):
+            raise UserError(f"{path} holds an unfinished dissection; rerun it there first")
+    csv = path / "descriptions.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise UserError(f"{path} is neither a dissection result folder nor a descriptions CSV file")
+    frame = artifacts.read_csv(csv, ("layer", "unit", "description"), "descriptions")
+    frame["description"] = frame["description"].fillna("").astype(str)
+    frame["category"] = frame["category"].map(lambda v: v if isinstance(v, str) else "") if "category" in frame else ""
+    return Run(frame, report.summarize(frame), manifest)
+
+
+def run_name(path: str | Path) -> str:
+    """A run's default name: its folder's (a CSV file: its stem, or its folder's for descriptions.csv)."""
+    path = Path(path)
+    return path.parent.name if path.name == "descriptions.csv" else path.stem if path.is_file() else path.name
 
 
 @dataclass
 class Comparison:
-    """What compare_dissections wrote to ``folder``: ``table``, comparison.csv (one row per run and
-    layer); ``units``, units.csv (per unit, each run's label and whether they agree), None when the
-    runs do not cover the same units."""
+    """What compare_dissections wrote to ``folder``: ``unique``, unique_concepts.csv (per run and
+    layer, and ``overall``); ``table``, comparison.csv (one row per run and layer); ``units``,
+    units.csv (per unit, each run's label and whether they agree), None when the runs do not cover
+    the same units."""
     folder: Path
+    unique: pd.DataFrame
     table: pd.DataFrame
     units: pd.DataFrame | None
 
 
-def compare_dissections(folders: Sequence[str | Path], names: Sequence[str] | None = None,
-                        out: str | Path | None = None) -> Comparison:
-    """Finished runs side by side, shown as ``names`` (default: the folders' names), into ``out``
-    (default ``layout.dissect_compare_dir(names)``): comparison.csv, unique_concepts.png,
-    category_shares.png, units.csv (when the runs cover the same units) and manifest.json,
-    recomputed on every call."""
-    folders = [Path(f) for f in folders]
-    if len(folders) < 2:
-        raise UserError("give at least two result folders to compare")
-    names = list(names) if names else [f.name for f in folders]
-    if len(names) != len(folders) or len(set(names)) != len(names):
-        raise UserError(f"--names needs {len(folders)} distinct names, got {names}")
-    runs = {n: read_run(f) for n, f in zip(names, folders)}
+def compare_dissections(paths: Sequence[str | Path], names: Sequence[str] | None = None,
+                        out: str | Path | None = None, layers: Sequence[str] | None = None,
+                        min_units: int = 3) -> Comparison:
+    """Finished runs (result folders or descriptions CSVs) side by side, shown as ``names`` (default:
+    ``run_name``), over ``layers`` (default: every layer of the runs) into ``out`` (default
+    ``layout.dissect_compare_dir(names)``): unique_concepts.csv, units_per_concept_<layer>.png (the
+    runs side by side; concepts with more than ``min_units`` units), comparison.csv,
+    unique_concepts.png, category_shares.png, units.csv (when the runs cover the same units) and
+    manifest.json, recomputed on every call."""
+    paths = [Path(f) for f in paths]
+    if len(paths) < 2:
+        raise UserError("give at least two result folders or descriptions files to compare")
+    names = list(names) if names else [run_name(f) for f in paths]
+    if len(names) != len(paths) or len(set(names)) != len(names):
+        raise UserError(f"--names needs {len(paths)} distinct names, got {names}")
+    if min_units < 0:
+        raise UserError(f"--min_units must be 0 or more, got {min_units}")
+    runs = {n: read_run(f) for n, f in zip(names, paths)}
+    if layers:
+        for n, r in runs.items():
+            missing = [layer for layer in layers if layer not in set(r.frame["layer"])]
+            if missing:
+                raise UserError(f"run {n} has no layer {missing[0]!r} (it has {', '.join(r.frame['layer'].unique())})")
+        runs = {n: Run(r.frame[r.frame["layer"].isin(layers)], report.summarize(r.frame[r.frame["layer"].isin(layers)]),
+                       r.manifest) for n, r in runs.items()}
     out = Path(out or layout.dissect_compare_dir(names))
-    inputs = {n: str(f.resolve()) for n, f in zip(names, folders)}
-    manifest = artifacts.make_manifest("compare_dissections", {"runs": inputs}, {}, inputs)
+    inputs = {n: str(f.resolve()) for n, f in zip(names, paths)}
+    manifest = artifacts.make_manifest("compare_dissections", {"runs": inputs, "layers": list(layers or []),
+                                                               "min_units": min_units}, {}, inputs)
     artifacts.open_derived(out, manifest)
 
-    table = report.comparison_table({n: r.summary for n, r in runs.items()},
-                                    {n: r.manifest["config"] for n, r in runs.items()})
-    artifacts.write_csv(out / "comparison.csv", table)
     summaries = {n: r.summary for n, r in runs.items()}
+    unique = report.unique_concepts_table(summaries)
+    artifacts.write_csv(out / "unique_concepts.csv", unique)
+    configs = {n: (r.manifest or {}).get("config", {}) for n, r in runs.items()}
+    table = report.comparison_table(summaries, configs)
+    artifacts.write_csv(out / "comparison.csv", table)
+    shown = list(dict.fromkeys(layer for r in runs.values() for layer in r.frame["layer"]))
+    for layer in shown:
+        figures.units_per_concept_side_by_side({n: r.frame for n, r in runs.items()}, layer,
+                                               out / f"units_per_concept_{layer}.png", min_units)
     figures.unique_concepts_figure(summaries, out / "unique_concepts.png")
     figures.category_shares_figure(summaries, out / "category_shares.png")
     units = report.unit_agreement({n: r.frame for n, r in runs.items()})
     if units is not None:
         artifacts.write_csv(out / "units.csv", units)
     artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
-    return Comparison(out, table, units)
+    return Comparison(out, unique, table, units)

@@ -44,12 +44,20 @@ def _outline(ax: plt.Axes, mask: np.ndarray, colour: str) -> None:
         ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.8)
 
 
+def _unit_range(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m, dtype=float)
+
+
 def grid_figure(ex: Explanations, ag: Agreement, rows: int, path: str | os.PathLike, title: str) -> Path:
     """Image x method grid for the first ``rows`` images: each map over the image, the outline of its
-    binarised mask in white and, on the concept world, the object's in green."""
+    binarised mask in white and, on the concept world, the object's in green, with a colour bar of
+    the map values and a legend of the outlines and of the pointing game's "hit"."""
     methods = list(ex.maps)
     n = min(rows, len(ex.ids))
-    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1), 2.0 * n + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n, len(methods) + 1, figsize=(1.9 * (len(methods) + 1) + 0.6, 2.0 * n + 1.0),
+                             squeeze=False)
+    shown = None
     for r in range(n):
         axes[r, 0].imshow(ex.pixels[r])
         target = int(ex.targets[r])
@@ -57,7 +65,7 @@ def grid_figure(ex: Explanations, ag: Agreement, rows: int, path: str | os.PathL
         for c, m in enumerate(methods, start=1):
             ax = axes[r, c]
             ax.imshow(ex.pixels[r])
-            ax.imshow(ex.maps[m][r], cmap="jet", alpha=0.5)
+            shown = ax.imshow(_unit_range(ex.maps[m][r]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
             _outline(ax, ag.masks[m][r], "white")
             label = m
             if ex.objects is not None:
@@ -69,6 +77,14 @@ def grid_figure(ex: Explanations, ag: Agreement, rows: int, path: str | os.PathL
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    legend = "white: binarised map"
+    if ex.objects is not None:
+        legend += "; green: the object; IoU of the two; hit: the map's maximum lies on the object (pointing game)"
+    fig.suptitle(title, fontsize=9, y=0.995)
+    fig.text(0.5, 0.005, legend, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 0.93, 0.97))
+    if shown is not None:
+        bar = fig.colorbar(shown, cax=fig.add_axes((0.94, 0.15, 0.015, 0.7)))
+        bar.set_label("map value (each map scaled to [0, 1])", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     return save_png(fig, path)
