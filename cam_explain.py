@@ -2,7 +2,8 @@
 
 Writes to --output_dir (default outputs/cams/): heatmaps.npz (ids, targets and one (N, S, S) map
 in [0, 1] per method), images.npz (the pictures the model saw; object masks on the concept world),
-predictions.csv, overlays/<method>/<id>.png and manifest.json. A finished folder is not redone.
+predictions.csv, overlays/<method>/<id>.png, masks/<method>/<id>.png (each map as an 8-bit greyscale
+image, as seed 003 exported its masks) and manifest.json. A finished folder is not redone.
 --batch_size is both the images per layer pass and the masked inputs per forward pass of scorecam
 and ablationcam (which make one per image and channel).
 """

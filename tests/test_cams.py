@@ -164,11 +164,16 @@ def test_cam_explain_artifacts_and_rerun(tmp_path, tiny, capsys):
     assert cam_explain.main(argv) == 0
     ids = ["0", "2", "4", "6", "8", "10"]          # six images spread over the twelve classes
     assert files(out) == sorted(["heatmaps.npz", "images.npz", "manifest.json", "predictions.csv",
-                                 *(f"overlays/{m}/{i}.png" for m in ("gradcam", "eigencam") for i in ids)])
+                                 *(f"{kind}/{m}/{i}.png" for kind in ("overlays", "masks")
+                                   for m in ("gradcam", "eigencam") for i in ids)])
     with np.load(out / "heatmaps.npz") as z:
         assert z["ids"].tolist() == ids
         assert z["gradcam"].shape == z["eigencam"].shape == (6, 56, 56) and z["gradcam"].dtype == np.float32
         targets = z["targets"]
+        for m in ("gradcam", "eigencam"):           # the greyscale masks are the maps in 8 bits
+            mask = Image.open(out / "masks" / m / f"{ids[1]}.png")
+            assert mask.mode == "L" and mask.size == (56, 56)
+            np.testing.assert_array_equal(np.asarray(mask), np.round(255 * z[m][1]).astype(np.uint8))
     with np.load(out / "images.npz") as z:
         assert z["pixels"].shape == (6, 56, 56, 3) and z["objects"].shape == (6, 56, 56)
         assert z["pixels"].dtype == np.uint8 and z["objects"].any()

@@ -91,7 +91,7 @@ def test_lime_explain_artifacts_and_determinism(tmp_path, tiny):
         assert lime_explain.main([*FAST, "--output_dir", str(out)]) == 0
     assert lime_explain.main([*FAST, "--batch_size", "7", "--output-dir", str(c)]) == 0
     names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
-    assert names == sorted(["heatmaps.npz", "images.npz", "lime.npz", "manifest.json", "parameters.json",
+    assert names == sorted(["grading.json", "heatmaps.npz", "images.npz", "lime.npz", "manifest.json", "parameters.json",
                             "predictions.csv", *(f"overlays/lime/{i}.png" for i in ("0", "4", "8"))])
     for name in ("heatmaps.npz", "lime.npz", "predictions.csv", "parameters.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name   # same seed, same bytes
@@ -112,6 +112,46 @@ def test_lime_explain_artifacts_and_determinism(tmp_path, tiny):
     assert json.loads((c / "manifest.json").read_text())["runtime"]["batch_size"] == 7
 
 
+def test_grading_known_answers():
+    from disentangle.pipeline.explanations import grading
+    masks = np.zeros((3, 4, 4), np.uint8)
+    masks[0, :2] = 1                                   # 8 pixels
+    masks[1, 0, 0] = 1
+    refs = np.zeros((3, 4, 4), bool)
+    refs[0, 1:3] = True                                # 8 pixels, 4 shared: IoU 4 / 12
+    refs[1, 3, 3] = True                               # disjoint: IoU 0; image 2: both empty, left out
+    g = grading(["a", "b", "c"], masks, refs, np.array([1.0, 2.0, 4.5]), {"b": {"num_samples": 50}})
+    assert g["avg_iou"] == pytest.approx((1 / 3 + 0) / 2) and g["avg_time"] == pytest.approx(2.5)
+    assert [r["iou"] for r in g["images"]] == [pytest.approx(1 / 3), 0.0, None]
+    assert g["images"][1] == {"id": "b", "iou": 0.0, "time": 2.0, "num_samples": 50}
+
+
+def test_per_image_parameters_and_grading_against_known_masks(tmp_path, tiny, capsys):
+    from PIL import Image
+    plain, tuned, graded = tmp_path / "plain", tmp_path / "tuned", tmp_path / "graded"
+    assert lime_explain.main([*FAST, "--output_dir", str(plain)]) == 0
+    (tmp_path / "p.json").write_text(json.dumps({"4": {"num_samples": 80, "hide_color": "mean"}}))
+    assert lime_explain.main([*FAST, "--params_file", str(tmp_path / "p.json"), "--output_dir", str(tuned)]) == 0
+    with np.load(plain / "lime.npz") as x, np.load(tuned / "lime.npz") as y:
+        assert np.array_equal(x["label_heatmaps"][[0, 2]], y["label_heatmaps"][[0, 2]])   # the others as before
+        assert not np.array_equal(x["label_heatmaps"][1], y["label_heatmaps"][1])
+        masks = x["masks"]
+    params = json.loads((tuned / "parameters.json").read_text())
+    assert params["per_image"] == {"4": {"hide_color": None, "num_samples": 80}}
+    g = json.loads((tuned / "grading.json").read_text())
+    assert set(g) == {"avg_iou", "avg_time", "images"} and g["images"][1]["num_samples"] == 80
+    assert 0 <= g["avg_iou"] <= 1 and g["avg_time"] > 0
+    # LIME's own masks as the references: every IoU is 1.
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i, m in zip(("0", "4", "8"), masks):
+        Image.fromarray(255 * m).save(refs / f"{i}.png")
+    capsys.readouterr()
+    assert lime_explain.main([*FAST, "--reference_masks", str(refs), "--output_dir", str(graded)]) == 0
+    assert "grading: avg_iou 1.0" in capsys.readouterr().out
+    assert [r["iou"] for r in json.loads((graded / "grading.json").read_text())["images"]] == [1.0, 1.0, 1.0]
+
+
 BAD = {
     "hide colour": (["--hide_color", "grey"], "expected 'mean' or a pixel value"),
     "hide colour range": (["--hide_color", "300"], "--hide_color must be 'mean' or a pixel value 0..255"),
@@ -119,12 +159,22 @@ BAD = {
     "segmentation": (["--segmentation", "watershed"], "invalid choice: 'watershed'"),
     "class out of range": (["--target", "40"], "--target 40 is out of range"),
     "too many labels": (["--top_labels", "13"], "--top_labels 13 is more than the model's 12 classes"),
+    "params: unknown image": (["--params_file", "{tmp}/unknown.json"], "names image '7', which is not among"),
+    "params: unknown setting": (["--params_file", "{tmp}/setting.json"], "'kernel' (image '0') is not a LIME setting"),
+    "params: a pickle": (["--params_file", "{tmp}/p.pkl"], "is not JSON"),
+    "params: bad value": (["--params_file", "{tmp}/value.json"], "--num_samples must be at least 1"),
+    "no reference mask": (["--reference_masks", "{tmp}"], "has no mask for image '0'"),
 }
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tiny, capsys, case):
     argv, message = BAD[case]
+    (tmp_path / "unknown.json").write_text(json.dumps({"7": {"num_samples": 5}}))
+    (tmp_path / "setting.json").write_text(json.dumps({"0": {"kernel": 5}}))
+    (tmp_path / "value.json").write_text(json.dumps({"0": {"num_samples": 0}}))
+    (tmp_path / "p.pkl").write_bytes(b"\x80\x04\x95")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     out = tmp_path / "out"
     try:
         code = lime_explain.main([*FAST, *argv, "--output_dir", str(out)])

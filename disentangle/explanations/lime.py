@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -143,6 +145,7 @@ class LimeResult:
     score: np.ndarray            # (N,) R^2 of the ridge fit (weighted) for the target
     local_pred: np.ndarray       # (N,) the fit's prediction for the whole image
     seconds: float               # all images
+    times: np.ndarray            # (N,) seconds per image
 
 
 def explain_image(pixels: np.ndarray, classifier: Classifier, cfg: LimeConfig) -> dict:
@@ -167,21 +170,63 @@ def explain_image(pixels: np.ndarray, classifier: Classifier, cfg: LimeConfig) -
             "score": float(exp.score), "local_pred": float(np.ravel(exp.local_pred)[0])}
 
 
+# The LIME settings a --params_file may set per image (the run's own: target, seed, stay).
+PER_IMAGE = ("segmentation", "n_segments", "compactness", "sigma", "kernel_size", "max_dist", "ratio", "hide_color",
+             "num_features", "num_samples", "top_labels")
+
+
+def per_image_configs(cfg: LimeConfig, ids: Sequence[str], params: Mapping[str, Mapping]) -> list[LimeConfig]:
+    """``cfg`` for every image, overridden by ``params`` (image id or file name -> settings of
+    ``PER_IMAGE``; ``hide_color`` may be ``"mean"``); one line for an unknown image or setting."""
+    by_id = {str(i): k for k, i in enumerate(ids)}
+    out = [cfg] * len(ids)
+    for key, settings in params.items():
+        k = by_id.get(str(key), by_id.get(Path(str(key)).stem))
+        if k is None:
+            raise UserError(f"--params_file names image {key!r}, which is not among the run's images "
+                            f"({', '.join(list(by_id)[:5])}{' ...' if len(by_id) > 5 else ''})")
+        if not isinstance(settings, Mapping):
+            raise UserError(f"--params_file: the settings of image {key!r} must be a JSON object, got {settings!r}")
+        unknown = [name for name in settings if name not in PER_IMAGE]
+        if unknown:
+            raise UserError(f"--params_file: {unknown[0]!r} (image {key!r}) is not a LIME setting; "
+                            f"choose from {', '.join(PER_IMAGE)}")
+        values = {name: None if name == "hide_color" and v == "mean" else v for name, v in settings.items()}
+        try:
+            out[k] = replace(cfg, **values)
+        except TypeError as e:
+            raise UserError(f"--params_file: a setting of image {key!r} has the wrong type ({e})") from None
+    return out
+
+
 def explain_images(model: nn.Module, spec: ModelSpec, pixels: np.ndarray, cfg: LimeConfig, batch_size: int,
-                   device: torch.device, labels: np.ndarray | None = None) -> LimeResult:
+                   device: torch.device, labels: np.ndarray | None = None,
+                   configs: Sequence[LimeConfig] | None = None) -> LimeResult:
     """LIME on every picture of ``pixels (N, S, S, 3)`` uint8, the model called ``batch_size``
-    pictures at a time; ``labels (N,)``, the true classes, are explained when ``cfg.target`` is ``"label"``."""
+    pictures at a time; ``labels (N,)``, the true classes, are explained when ``cfg.target`` is
+    ``"label"``; ``configs`` (one per picture, ``per_image_configs``) replaces ``cfg`` per picture.
+    With per-picture ``top_labels``, ``labels`` and ``heatmaps`` are padded to the largest K
+    (class -1, weight 0)."""
     if cfg.target == "label" and labels is None:
         raise ValueError("target 'label' needs the images' labels")
     classifier = Classifier(model, spec, device, batch_size)
     probs = classifier(pixels)                                                       # (N, K) unperturbed
-    configs = [replace(cfg, target=int(c)) for c in labels] if cfg.target == "label" else [cfg] * len(pixels)
-    start = time.perf_counter()
+    configs = list(configs) if configs is not None else [cfg] * len(pixels)
+    if cfg.target == "label":
+        configs = [replace(c, target=int(y)) for c, y in zip(configs, labels)]
     progress = tqdm(zip(pixels, configs), total=len(pixels), desc=f"LIME ({cfg.num_samples} samples)", unit="image")
-    per_image = [explain_image(p, classifier, c) for p, c in progress]
-    seconds = time.perf_counter() - start
-    out = {k: np.stack([r[k] for r in per_image]) for k in per_image[0]}
+    per_image, times = [], []
+    for p, c in progress:
+        start = time.perf_counter()
+        per_image.append(explain_image(p, classifier, c))
+        times.append(time.perf_counter() - start)
+    k = max(len(r["labels"]) for r in per_image)
+    for r in per_image:
+        pad = k - len(r["labels"])
+        r["labels"] = np.concatenate([r["labels"], np.full(pad, -1)])
+        r["heatmaps"] = np.concatenate([r["heatmaps"], np.zeros((pad, *r["heatmaps"].shape[1:]), np.float32)])
+    out = {key: np.stack([r[key] for r in per_image]) for key in per_image[0]}
     target = out["labels"][:, 0]
     return LimeResult(out["labels"], out["heatmaps"], out["masks"], out["segments"],
                       probs[np.arange(len(target)), target], probs.argmax(1), out["intercept"], out["score"],
-                      out["local_pred"], seconds)
+                      out["local_pred"], float(sum(times)), np.array(times))

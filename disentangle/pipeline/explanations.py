@@ -4,18 +4,22 @@ between their folders (``compare``).
 ``run_cams`` and ``run_lime`` explain a session's images into a stage folder: ``heatmaps.npz``
 (``ids``, ``targets`` and one ``(N, S, S)`` map per method), ``images.npz`` (the pictures the model
 saw, their labels and, on the concept world, the true object masks), ``predictions.csv``,
-``overlays/<method>/<id>.png`` and ``manifest.json``. A finished folder is not redone.
+``overlays/<method>/<id>.png``, for the CAMs ``masks/<method>/<id>.png`` (each map as an 8-bit
+greyscale image, seed 003's mask export) and ``manifest.json``. A finished folder is not redone.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..core.errors import UserError
 from ..core.layers import resolve_layer
+from ..data.images import pixel_transform
 from ..explanations import agreement, cams, lime
 from ..explanations.agreement import HEATMAPS, IMAGES, PREDICTIONS, Agreement, BinarizeConfig
 from ..io import artifacts
@@ -127,31 +131,80 @@ def run_cams(session: Session, cfg: cams.CamConfig, out: str | Path, overwrite: 
     for m, maps in result.maps.items():
         for i, picture, heat in zip(ids, pixels, maps):
             artifacts.write_bytes(out / "overlays" / m / f"{i}.png", pictures.overlay_png(picture, heat))
+            artifacts.write_bytes(out / "masks" / m / f"{i}.png", pictures.grey_png(heat))
     return Explained(out, False, table, _finish(out, manifest, result.seconds, len(ids)))
 
 
-def run_lime(session: Session, cfg: lime.LimeConfig, out: str | Path, overwrite: bool = False) -> Explained:
+def reference_masks(session: Session, folder: str | Path | None, size: int) -> np.ndarray | None:
+    """``(N, S, S)`` bool reference masks of the session's images: the files ``<id>.<ext>`` of
+    ``folder`` (non-zero = object; through the pictures' resize and crop, then above half), or
+    without a folder the data's own object masks (the concept world's); None if neither."""
+    if folder is None:
+        return session.images.objects(size)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"reference mask folder {folder} not found")
+    files = {p.stem: p for p in folder.iterdir() if p.is_file()}
+    missing = [i for i in session.images.ids if i not in files]
+    if missing:
+        raise UserError(f"{folder} has no mask for image {missing[0]!r} (a file named {missing[0]}.png)")
+    to_pixels = pixel_transform(session.spec, session.images.source.square)
+    masks = []
+    for i in session.images.ids:
+        with Image.open(files[i]) as im:
+            grey = np.asarray(to_pixels(im.convert("L").convert("RGB")))[..., 0]
+        masks.append(grey > 127)
+    return np.stack(masks)
+
+
+def grading(ids: Sequence[str], masks: np.ndarray, references: np.ndarray, times: np.ndarray,
+            params: dict) -> dict:
+    """grading.json, as seed 003 graded LIME: ``avg_iou`` of LIME's masks with the references (an
+    image where both are empty is left out) and ``avg_time`` (seconds per image), then per image."""
+    m, r = masks.astype(bool).reshape(len(ids), -1), references.astype(bool).reshape(len(ids), -1)
+    union = (m | r).sum(1)
+    iou = np.where(union > 0, (m & r).sum(1) / np.maximum(union, 1), np.nan)
+    rows = [{"id": i, "iou": None if np.isnan(v) else float(v), "time": float(t), **params.get(i, {})}
+            for i, v, t in zip(ids, iou, times)]
+    return {"avg_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+            "avg_time": float(np.mean(times)), "images": rows}
+
+
+def run_lime(session: Session, cfg: lime.LimeConfig, out: str | Path, overwrite: bool = False,
+             params: dict | None = None, references: str | Path | None = None) -> Explained:
     """LIME explanations of the session's images into ``out``: the stage folder (see the module's
     docstring; overlays of the mask) plus ``lime.npz`` (``labels``, ``label_heatmaps``, ``masks``,
-    ``segments``) and ``parameters.json`` (every LIME setting)."""
+    ``segments``), ``parameters.json`` (every LIME setting, and the per-image ``params``: image id or
+    file name -> settings) and, where there are reference masks (``references``, a folder, or the
+    data's object masks), ``grading.json``."""
     out = Path(out)
     check_target(session, cfg.target)
-    if cfg.top_labels > session.n_outputs:
-        raise UserError(f"--top_labels {cfg.top_labels} is more than the model's {session.n_outputs} classes")
+    params = params or {}
+    configs = lime.per_image_configs(cfg, session.images.ids, params)
+    top = max(c.top_labels for c in configs)
+    if top > session.n_outputs:
+        raise UserError(f"--top_labels {top} is more than the model's {session.n_outputs} classes")
     pixels = session.images.pixels(session.spec)                               # (N, S, S, 3)
-    manifest, complete = _start(session, "lime_explain", {"methods": ["lime"], **cfg.parameters()}, out, overwrite)
+    refs = reference_masks(session, references, pixels.shape[1])
+    per_image = {session.images.ids[k]: {f: getattr(c, f) for f in lime.PER_IMAGE if getattr(c, f) != getattr(cfg, f)}
+                 for k, c in enumerate(configs) if c != cfg}
+    config = {"methods": ["lime"], **cfg.parameters(), "per_image": per_image,
+              "references": None if references is None else str(Path(references).resolve())}
+    manifest, complete = _start(session, "lime_explain", config, out, overwrite)
     if complete:
         return _read_back(out)
     result = lime.explain_images(session.model, session.spec, pixels, cfg,
                                  session.runtime.images_per_batch(session.device), session.device,
-                                 session.images.labels)
+                                 session.images.labels, configs)
     ids, target = session.images.ids, result.labels[:, 0]
     artifacts.write_json(out / artifacts.MANIFEST, manifest)
     _write_images(out, session, pixels)
     artifacts.write_npz(out / HEATMAPS, ids=ids, targets=target, lime=result.heatmaps[:, 0])
     artifacts.write_npz(out / "lime.npz", labels=result.labels, label_heatmaps=result.heatmaps, masks=result.masks,
                         segments=result.segments)
-    artifacts.write_json(out / "parameters.json", cfg.parameters())
+    artifacts.write_json(out / "parameters.json", {**cfg.parameters(), "per_image": per_image})
+    if refs is not None:
+        artifacts.write_json(out / "grading.json", grading(ids, result.masks, refs, result.times, per_image))
     n = len(ids)
     fit = (result.segments.reshape(n, -1).max(1) + 1, result.masks.reshape(n, -1).mean(1), result.intercept,
            result.score, result.local_pred)

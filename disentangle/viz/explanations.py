@@ -31,6 +31,12 @@ def overlay_png(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> byt
     return _png(np.round(255 * blend).astype(np.uint8))
 
 
+def grey_png(heat: np.ndarray) -> bytes:
+    """PNG bytes of ``heat (S, S)`` in [0, 1] as an 8-bit greyscale image (0 -> black, 1 -> white):
+    the mask export of seed 003."""
+    return _png(np.round(255 * np.clip(heat, 0, 1)).astype(np.uint8))
+
+
 def mask_overlay_png(pixels: np.ndarray, mask: np.ndarray) -> bytes:
     """PNG bytes of ``pixels (S, S, 3)`` uint8 with everything outside ``mask (S, S)`` dimmed and
     the mask's outline in yellow: LIME's usual picture of an explanation."""
