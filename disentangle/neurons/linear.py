@@ -16,6 +16,7 @@ The train/validation/test split is a seeded permutation of the images (60/20/20)
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -191,6 +192,153 @@ def greedy_explanations(x_train: torch.Tensor, y_train: torch.Tensor, x_val: tor
         w, corr = _fit_and_score(train, val, torch.tensor([u], device=dev), s[None])
         bias = train.my[u] - (train.mx[s] * w[0]).sum()
         out.append(Explanation(s.tolist(), w[0].tolist(), float(bias), float(corr[0])))
+    return out
+
+
+# --- the original's protocol (Linear-Explanations' explain_neurons.py) ----------------------------
+FIT_LR, FIT_STEPS = 0.3, 100       # its train_linear_model: Adam, full batch, MSE
+
+
+def active_concepts(x: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` bool: the concepts the original keeps, mean of the top 5 probabilities at least 0.5
+    and (unbiased) standard deviation at least 1e-5 over all images ``x (N, M)``."""
+    top5 = x.float().topk(min(5, x.shape[0]), dim=0).values.mean(0)
+    return (top5 >= 0.5) & (x.float().std(0) >= 1e-5)
+
+
+def glm_weights(x_train: torch.Tensor, y_train: torch.Tensor, y_all: torch.Tensor, lam: float = 0.05,
+                alpha: float = 0.99, iters: int = 20000, tol: float = 1e-9) -> torch.Tensor:
+    """``(U, M)`` the weights of the original's candidate model: one elastic net
+    ``min ½ mean((X w + b - y)²) + λ (α |w|₁ + (1 - α)/2 |w|²)`` (intercept free) per neuron on
+    ``x_train (n, M)`` standardised with its own mean and unbiased std, and ``y_train (n, U)``
+    standardised with the mean and std of ``y_all`` (every image), as its GLM-SAGA call; solved to
+    convergence here."""
+    x, y = x_train.double(), y_train.double()
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
+    y = (y - y_all.double().mean(0)) / y_all.double().std(0).clamp_min(1e-12)
+    n = x.shape[0]
+    lams = torch.full((y.shape[1],), lam, dtype=x.dtype, device=x.device)
+    with _few_threads(x.shape[1] * y.shape[1] < 1_000_000 and x.device.type == "cpu"):
+        w = elastic_net(x.T @ x / n, x.T @ (y - y.mean(0)) / n, lams, alpha, iters=iters, tol=tol)
+    return w.T
+
+
+def glm_ranking(weights: torch.Tensor) -> torch.Tensor:
+    """``(U, M)`` each neuron's concepts by descending signed weight (the original's ranking);
+    ties (zero weights) keep the concepts' order."""
+    return torch.argsort(-weights, dim=1, stable=True)
+
+
+@dataclass
+class RawMoments:
+    """Uncentred moments of concepts ``x`` and activations ``y``: what a fit with a free intercept needs."""
+    sxx: torch.Tensor    # (M, M) mean of x xᵀ
+    sx: torch.Tensor     # (M,)
+    sxy: torch.Tensor    # (M, U)
+    sy: torch.Tensor     # (U,)
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor) -> "RawMoments":
+        x, y = x.double(), y.double()
+        n = x.shape[0]
+        return cls(x.T @ x / n, x.mean(0), x.T @ y / n, y.mean(0))
+
+
+def adam_fit(train: RawMoments, units: torch.Tensor, sets: torch.Tensor, gen: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original's fit of each concept set: a ``Linear(k, 1)`` initialised as PyTorch does
+    (weights and bias uniform in ±1/√k, here from ``gen``), then ``FIT_STEPS`` full-batch Adam steps
+    (lr ``FIT_LR``, betas 0.9/0.999, eps 1e-8) on the mean squared error; batched over ``units (B,)``
+    and ``sets (B, k)``. Returns weights ``(B, k)`` and biases ``(B,)``."""
+    b_count, k = sets.shape
+    bound = 1 / math.sqrt(k)
+    w = (torch.rand(b_count, k, generator=gen, dtype=torch.float64) * 2 - 1).to(sets.device) * bound
+    b = (torch.rand(b_count, generator=gen, dtype=torch.float64) * 2 - 1).to(sets.device) * bound
+    g, gx = _gather_sets(train.sxx, sets), train.sx[sets]
+    gxy, gy = train.sxy[sets, units[:, None]], train.sy[units]
+    m = [torch.zeros_like(w), torch.zeros_like(b)]
+    v = [torch.zeros_like(w), torch.zeros_like(b)]
+    for t in range(1, FIT_STEPS + 1):
+        grads = (2 * ((g @ w[..., None])[..., 0] + gx * b[:, None] - gxy), 2 * ((gx * w).sum(1) + b - gy))
+        for i, (p, grad) in enumerate(zip((w, b), grads)):
+            m[i] = 0.9 * m[i] + 0.1 * grad
+            v[i] = 0.999 * v[i] + 0.001 * grad * grad
+            p -= FIT_LR * (m[i] / (1 - 0.9 ** t)) / ((v[i] / (1 - 0.999 ** t)).sqrt() + 1e-8)
+    return w, b
+
+
+def exact_fit(train: RawMoments, units: torch.Tensor, sets: torch.Tensor, ridge: float = 1e-8
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares weights ``(B, k)`` and biases ``(B,)`` of each concept set (our ``--fit exact``)."""
+    cxx = train.sxx - train.sx[:, None] * train.sx[None, :]
+    cxy = train.sxy - train.sx[:, None] * train.sy[None, :]
+    g = _gather_sets(cxx, sets)
+    eye = torch.eye(sets.shape[1], dtype=g.dtype, device=g.device)
+    g = g + ridge * (g.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] + 1e-12) * eye
+    w = torch.linalg.solve(g, cxy[sets, units[:, None]][..., None])[..., 0]
+    return w, train.sy[units] - (train.sx[sets] * w).sum(1)
+
+
+def val_correlation(val: Moments, units: torch.Tensor, sets: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` Pearson correlation on the validation split of each fit with the activations."""
+    cov = (val.cxy[sets, units[:, None]] * w).sum(-1)
+    var = (w[:, None, :] @ _gather_sets(val.cxx, sets) @ w[:, :, None])[:, 0, 0]
+    corr = cov / (var.clamp_min(1e-30) * val.vy[units]).sqrt()
+    return torch.where(var > 1e-24, corr, torch.zeros_like(corr))
+
+
+def windowed_search(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                    ranked: torch.Tensor, max_length: int = 10, tolerance: float = 0.02, width: int = 10,
+                    fit: str = "adam", seed: int = 0) -> list[Explanation]:
+    """The original's greedy search, for every neuron at once (rounds in lockstep).
+
+    Each round a neuron tries the first ``width`` concepts of its ranking ``ranked (U, M)`` that are
+    neither selected nor bad: each is fitted with the selected ones on the train split (``fit``:
+    ``adam``, the original's, or ``exact`` least squares) and scored by validation correlation.
+    After the first round, a concept gaining less than ``tolerance`` over the best correlation so
+    far is bad for good; among the others the best (first on ties) is selected if it beats that
+    correlation. The search stops when a round selects nothing or at ``max_length`` concepts."""
+    fitter = {"adam": adam_fit, "exact": exact_fit}[fit]
+    train, val = RawMoments.of(x_train, y_train), Moments.of(x_val, y_val)
+    gen = torch.Generator().manual_seed(seed)
+    u_count = ranked.shape[0]
+    selected = [[] for _ in range(u_count)]          # concept ids, in the order selected
+    bad = [set() for _ in range(u_count)]
+    best = [(0.0, [], 0.0) for _ in range(u_count)]  # (corr, weights, bias)
+    active = list(range(u_count))
+    ranked_list = ranked.tolist()
+    for step in range(max_length):
+        tries = []                                    # (neuron, candidate concept)
+        for u in active:
+            tries += [(u, c) for c in _window(ranked_list[u], set(selected[u]) | bad[u], width)]
+        if not tries:
+            break
+        units = torch.tensor([u for u, _ in tries], device=ranked.device)
+        sets = torch.tensor([selected[u] + [c] for u, c in tries], device=ranked.device)
+        w, b = fitter(train, units, sets) if fit == "exact" else fitter(train, units, sets, gen)
+        corr = val_correlation(val, units, sets, w).tolist()
+        choice: dict[int, int] = {}
+        for j, (u, c) in enumerate(tries):
+            if step > 0 and corr[j] - best[u][0] < tolerance:
+                bad[u].add(c)
+            elif corr[j] > (corr[choice[u]] if u in choice else best[u][0]):
+                choice[u] = j
+        for u, j in choice.items():
+            selected[u].append(tries[j][1])
+            best[u] = (corr[j], w[j].tolist(), float(b[j]))
+        active = [u for u in active if u in choice]
+        if not active:
+            break
+    return [Explanation(selected[u], best[u][1], best[u][2], best[u][0]) for u in range(u_count)]
+
+
+def _window(ranking: list[int], taken: set[int], width: int) -> list[int]:
+    out = []
+    for c in ranking:
+        if c not in taken:
+            out.append(c)
+            if len(out) == width:
+                break
     return out
 
 

@@ -1,0 +1,91 @@
+"""The original Linear-Explanations protocol: its concept filter, its candidate model (one elastic
+net, checked against scikit-learn), its fit (Adam, checked against torch.optim.Adam) and its greedy
+search's window and bad-concept rule, on data built so that only that rule gives the answer."""
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import ElasticNet
+
+from disentangle.neurons import linear as le
+
+
+def test_active_concepts():
+    x = torch.zeros(20, 4)
+    x[:5, 0] = 0.9                      # top-5 mean 0.9: kept
+    x[:5, 1] = 0.4                      # 0.4 < 0.5: dropped
+    x[:, 2] = 0.7                       # constant: dropped
+    x[:3, 3], x[3:6, 3] = 1.0, 0.2      # top-5 mean 0.68: kept
+    assert le.active_concepts(x).tolist() == [True, False, False, True]
+
+
+def test_candidate_model_is_the_elastic_net_sklearn_solves():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 12, generator=g, dtype=torch.float64)
+    y_all = torch.stack([x[:, 3] * 2 - x[:, 7], x[:, 0] + 0.1 * torch.randn(300, generator=g, dtype=torch.float64)], 1)
+    train = torch.arange(200)
+    w = le.glm_weights(x[train], y_all[train], y_all, lam=0.05, alpha=0.99)
+    xs = ((x[train] - x[train].mean(0)) / x[train].std(0)).numpy()
+    ys = ((y_all[train] - y_all.mean(0)) / y_all.std(0)).numpy()
+    for u in range(2):
+        ref = ElasticNet(alpha=0.05, l1_ratio=0.99, tol=1e-12, max_iter=100000).fit(xs, ys[:, u]).coef_
+        np.testing.assert_allclose(w[u].numpy(), ref, atol=1e-6)
+    ranking = le.glm_ranking(w)
+    assert ranking[0, 0] == 3 and ranking[0, -1] == 7 and ranking[1, 0] == 0   # by signed weight
+
+
+def test_fit_is_torch_adam_from_the_same_start():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(80, 5, generator=g, dtype=torch.float64)
+    y = (x @ torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64))[:, None] + 0.3
+    sets, units = torch.tensor([[0, 1, 4], [2, 3, 1]]), torch.tensor([0, 0])
+    w, b = le.adam_fit(le.RawMoments.of(x, y), units, sets, torch.Generator().manual_seed(7))
+    start = torch.Generator().manual_seed(7)
+    w0 = (torch.rand(2, 3, generator=start, dtype=torch.float64) * 2 - 1) / 3 ** 0.5
+    b0 = (torch.rand(2, generator=start, dtype=torch.float64) * 2 - 1) / 3 ** 0.5
+    for j in range(2):
+        lin = torch.nn.Linear(3, 1).double()
+        with torch.no_grad():
+            lin.weight.copy_(w0[j][None]), lin.bias.copy_(b0[j:j + 1])
+        opt = torch.optim.Adam(lin.parameters(), lr=0.3, betas=(0.9, 0.999), eps=1e-8)
+        for _ in range(100):
+            loss = torch.nn.functional.mse_loss(lin(x[:, sets[j]]), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        np.testing.assert_allclose(w[j].numpy(), lin.weight[0].detach().numpy(), atol=1e-9)
+        assert float(b[j]) == pytest.approx(float(lin.bias.detach()), abs=1e-9)
+
+
+def planted(n=600, seed=0):
+    """Twelve independent concepts; the neuron is 1.0 c10 + 0.8 c11, ranked last of twelve."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 12, generator=g, dtype=torch.float64)
+    y = (x[:, 10] + 0.8 * x[:, 11] + 0.05 * torch.randn(n, generator=g, dtype=torch.float64))[:, None]
+    return x, y
+
+
+def single_corr(x_tr, y_tr, x_va, y_va, c):
+    a = np.c_[x_tr[:, c].numpy(), np.ones(len(x_tr))]
+    w = np.linalg.lstsq(a, y_tr[:, 0].numpy(), rcond=None)[0]
+    return np.corrcoef(x_va[:, c].numpy() * w[0] + w[1], y_va[:, 0].numpy())[0, 1]
+
+
+def test_window_and_bad_concepts_as_the_original():
+    x, y = planted()
+    tr, va = slice(0, 400), slice(400, 600)
+    ranked = torch.arange(12)[None]              # the true concepts are ranks 11 and 12: out of the first window
+    (e,) = le.windowed_search(x[tr], y[tr], x[va], y[va], ranked, fit="exact")
+    # Round 1 sees ranks 1-10 only and must take one (the best of the weak); round 2 marks the other
+    # weak ones bad and takes c10; round 3 has only c11 left and takes it.
+    first = int(np.argmax([single_corr(x[tr], y[tr], x[va], y[va], c) for c in range(10)]))
+    assert e.concepts == [first, 10, 11]
+    assert e.val_corr > 0.95 and len(e.weights) == 3
+    # Searching every concept at each step (ours) finds the two true ones alone.
+    (ours,) = le.greedy_explanations(x[tr], y[tr], x[va], y[va], ranked, max_length=10, tolerance=0.02)
+    assert sorted(ours.concepts) == [10, 11]
+    # A tolerance no concept can meet: the first round's pick only.
+    (short,) = le.windowed_search(x[tr], y[tr], x[va], y[va], ranked, tolerance=1.0, fit="exact")
+    assert short.concepts == [first]
+    # The original's Adam fit reaches the same explanation here.
+    (adam,) = le.windowed_search(x[tr], y[tr], x[va], y[va], ranked, fit="adam")
+    assert adam.concepts == [first, 10, 11] and adam.val_corr == pytest.approx(e.val_corr, abs=0.01)
