@@ -100,12 +100,22 @@ def explained(tmp_path_factory, tiny):
     return root, common
 
 
+LE_FILE = "le_label_tiny_densenet_block_4.csv"
+
+
 def test_explain_neurons_csv(explained):
     root, _ = explained
-    frame = pd.read_csv(root / "le" / "explanations.csv")
-    assert list(frame.columns[:5]) == ["layer", "unit", "val correlation", "weight1", "concept1"]
-    assert frame.columns[-1] == "bias" and "concept10" in frame and len(frame) == 6
+    frame = pd.read_csv(root / "le" / LE_FILE)
+    assert list(frame.columns[:5]) == ["layer", "unit", "val correlation", "weight0", "concept0"]
+    assert frame.columns[-1] == "bias" and "concept9" in frame and "concept10" not in frame and len(frame) == 6
     assert frame["unit"].tolist() == list(range(6)) and (frame["val correlation"] > 0.5).all()
+    for _, row in frame.iterrows():                   # by descending weight, 0 in the unused slots
+        weights = [row[f"weight{i}"] for i in range(10) if str(row[f"concept{i}"]) != "0"]
+        assert weights == sorted(weights, reverse=True)
+        assert all(row[f"weight{i}"] == 0 for i in range(len(weights), 10))
+    manifest = json.loads((root / "le" / "le_label_tiny_densenet_block_4.manifest.json").read_text())
+    assert manifest["complete"] and manifest["config"]["search"] == "original" and manifest["config"]["fit"] == "adam"
+    assert manifest["config"]["split"] == "70/10/20"
 
 
 def test_simulation_scripts(explained, capsys):
@@ -115,7 +125,7 @@ def test_simulation_scripts(explained, capsys):
     pd.DataFrame({"layer": ["block_4"] * 3, "unit": [0, 1, 2], "description": ["red", "circle", "sunset"],
                   "similarity": [0.1, 0.1, 0.1]}).to_csv(desc, index=False)
     out = root / "sim"
-    assert simulate_correlation.main([str(root / "le" / "explanations.csv"), str(desc), "--names", "LE,desc",
+    assert simulate_correlation.main([str(root / "le" / LE_FILE), str(desc), "--names", "LE,desc",
                                       "--result_dir", str(out)] + common) == 0
     table = pd.read_csv(out / "summary.csv").set_index("method")
     assert table.loc["LE", "simulated"] == 6 and table.loc["desc", "simulated"] == 2
@@ -125,10 +135,10 @@ def test_simulation_scripts(explained, capsys):
     assert corr["test correlation"].between(-1, 1).all()
 
     abl = root / "abl"
-    assert simulate_ablation.main([str(root / "le" / "explanations.csv"), "--result_dir", str(abl),
+    assert simulate_ablation.main([str(root / "le" / LE_FILE), "--result_dir", str(abl),
                                    "--unit_chunk", "3"] + common) == 0
     result = json.loads((abl / "ablation.json").read_text())
-    assert result["units"] == 6 and result["test_images"] == 48
+    assert result["units"] == 6 and result["test_images"] == 48       # 20 % of 240
     assert 0 < result["score"] <= 1
 
 
@@ -136,9 +146,9 @@ def test_clip_mode_with_tiny_clip(tmp_path, tiny, tiny_clip):
     out = tmp_path / "le"
     assert explain_neurons.main(["--mode", "clip", "--clip_model", tiny_clip, "--images", "60", "--end_neuron", "3",
                                  "--activation_dir", "none", "--result_dir", str(out)]) == 0
-    frame = pd.read_csv(out / "explanations.csv")
-    assert len(frame) == 3 and frame["concept1"].notna().all()
-    assert json.loads((out / "manifest.json").read_text())["config"]["mode"] == "clip"
+    frame = pd.read_csv(out / "le_clip_tiny_densenet_block_4.csv")
+    assert len(frame) == 3 and frame["concept0"].notna().all()
+    assert json.loads((out / "le_clip_tiny_densenet_block_4.manifest.json").read_text())["config"]["mode"] == "clip"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -158,13 +168,13 @@ def test_bad_input(tmp_path, capsys, tiny, argv, message):
 
 def test_explanation_from_another_model_is_refused(explained, tmp_path, capsys):
     root, common = explained
-    manifest = json.loads((root / "le" / "manifest.json").read_text())
+    manifest = json.loads((root / "le" / "le_label_tiny_densenet_block_4.manifest.json").read_text())
     manifest["config"]["weights_sha256"] = "0" * 64
     other = tmp_path / "other"
     other.mkdir()
-    (other / "manifest.json").write_text(json.dumps(manifest))
-    (other / "explanations.csv").write_text((root / "le" / "explanations.csv").read_text())
-    assert simulate_correlation.main([str(other / "explanations.csv"), "--result_dir", str(tmp_path / "s")]
+    (other / "le_label_tiny_densenet_block_4.manifest.json").write_text(json.dumps(manifest))
+    (other / LE_FILE).write_text((root / "le" / LE_FILE).read_text())
+    assert simulate_correlation.main([str(other / LE_FILE), "--result_dir", str(tmp_path / "s")]
                                      + common) == 2
     assert "was made with weights_sha256" in capsys.readouterr().err
 

@@ -272,6 +272,9 @@ def test_merge_reads_and_checks_each_csv(staged, tmp_path, capsys):
     assert merged["config"]["classes"] == 2 and len(pd.read_csv(tmp_path / "m.csv")) == 2 * 2   # classes x methods
 
 
+LE_FILE = "le_label_tiny_densenet_block_4.csv"
+
+
 def test_simulation_needs_the_explanations_own_split(tmp_path, capsys):
     import explain_neurons
     import simulate_correlation
@@ -279,10 +282,10 @@ def test_simulation_needs_the_explanations_own_split(tmp_path, capsys):
     expl = tmp_path / "le"
     assert explain_neurons.main([*common, "--end_neuron", "4", "--result_dir", str(expl)]) == 0
     for extra, key in ((["--seed", "1"], "seed"), (["--images", "144"], "images")):
-        assert simulate_correlation.main([str(expl / "explanations.csv"), *common, *extra,
+        assert simulate_correlation.main([str(expl / LE_FILE), *common, *extra,
                                           "--result_dir", str(tmp_path / "sim")]) == 2
         one_line(capsys, f"was made with {key}", "the test split must be the explanations' own")
-    assert simulate_correlation.main([str(expl / "explanations.csv"), *common,
+    assert simulate_correlation.main([str(expl / LE_FILE), *common,
                                       "--result_dir", str(tmp_path / "sim")]) == 0
 
 

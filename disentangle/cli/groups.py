@@ -248,7 +248,7 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
              "with one subfolder per class")
     add(g, "data_root", default=None, help=f"ImageNet validation folder (default {IMAGENET_ROOT})")
     add(g, "images", type=positive, default=images,
-        help="images, spread evenly over classes, then split 60/20/20 into train/val/test by --seed")
+        help="images, spread evenly over classes, then split 70/10/20 into train/val/test by --seed (the original's fractions)")
     add(g, "pool_mode", choices=POOLS, default="avg",
         help="a neuron's activation per image: spatial mean or max of its map")
     c = p.add_argument_group("concepts")

@@ -381,6 +381,33 @@ def _replace(folder: Path, stub: bool = False) -> str:
     return "fresh"
 
 
+def open_output_file(path: str | os.PathLike, manifest: dict, overwrite: bool = False) -> str:
+    """Lock a stage's output file and decide, before anything is written: ``"complete"`` when it
+    and its manifest (``manifest_path``) hold a finished run with the same config, else ``"fresh"``
+    (its old manifest removed, so a new file never sits beside an old manifest). A file made with
+    other settings is an error unless ``overwrite``; a file without this project's manifest is never
+    replaced."""
+    path = Path(path)
+    hold(path, folder=False)
+    old = read_manifest(path)
+    if old is None:
+        if path.exists():
+            raise UserError(f"{path} exists and is not this project's output (no {manifest_path(path).name}); "
+                            f"choose another output folder")
+        return "fresh"
+    if old.get("stage") != manifest["stage"]:
+        raise UserError(f"{manifest_path(path)} is the manifest of {old.get('stage')!r}, not {manifest['stage']!r}; "
+                        f"choose another output folder")
+    problem = config_mismatch(old.get("config", {}), manifest["config"])
+    if problem is None and old.get("complete") and path.exists():
+        return "complete"
+    if problem is not None and old.get("complete") and not overwrite:
+        raise UserError(f"{path} holds a finished run with other settings ({problem}); choose another output "
+                        f"folder or pass --overwrite to replace it")
+    manifest_path(path).unlink(missing_ok=True)
+    return "fresh"
+
+
 def open_derived(folder: str | os.PathLike, manifest: dict) -> None:
     """Lock the output folder of a stage that recomputes its few files from other artifacts on every
     run (statistics, simulation scores, comparisons), and mark it unfinished until the stage writes

@@ -91,9 +91,5 @@ def activations_dir(root: Path = OUTPUTS) -> Path:
     return root / "activations"
 
 
-def explanations_dir(model: str, layer: str, mode: str, root: Path = OUTPUTS) -> Path:
-    return root / "linear_explanations" / f"{model}_{layer}_{mode}"
-
-
 def simulation_dir(model: str, layer: str, mode: str, ablation: bool = False, root: Path = OUTPUTS) -> Path:
     return root / "simulation" / f"{model}_{layer}_{mode}{'_ablation' if ablation else ''}"

@@ -129,33 +129,36 @@ PAIRWISE_COLUMNS = ("image", "method_a", "method_b", "iou")
 GROUND_TRUTH_COLUMNS = ("image", "method", "iou", "chance_iou", "hit", "object_share", "mask_share")
 
 
-# --- linear explanations and simulation: explanations.csv, correlations.csv, ablation.csv ---------
-# explanations.csv: these, then weight{i} and concept{i} for i = 1..max_length (in the order the
-# concepts were added; empty past an explanation's length), then BIAS.
+# --- linear explanations and simulation: le_{mode}_{target}_{layer}.csv, correlations.csv, ablation.csv
+# The original's explanations table: these, then weight{i} and concept{i} for i = 0..max_length-1 (by
+# descending weight; 0 in both past an explanation's length), then BIAS, then the simulation
+# columns the simulate_*.py scripts add (SIMULATION_COLUMNS).
 EXPLANATION_LEAD = ("layer", "unit", "val correlation")
 BIAS = "bias"
 DESCRIPTION = "description"        # UnitDescription.description: the one concept simulation reads from descriptions.csv
+SIM_CORRELATION = "sim correlation"
+SIM_ABLATION = {"optim": "sim ablation(optim)", "norm": "sim ablation(norm)"}
 
 
 def weight_column(i: int) -> str:
-    """``weight1``: the weight of an explanation's ``i``-th concept (from 1)."""
+    """``weight0``: the weight of an explanation's ``i``-th concept (from 0, as the original)."""
     return f"weight{i}"
 
 
 def concept_column(i: int) -> str:
-    """``concept1``: the name of an explanation's ``i``-th concept (from 1)."""
+    """``concept0``: the name of an explanation's ``i``-th concept (from 0, as the original)."""
     return f"concept{i}"
 
 
 def explanation_columns(max_length: int) -> tuple[str, ...]:
-    terms = [c for i in range(1, max_length + 1) for c in (weight_column(i), concept_column(i))]
+    terms = [c for i in range(max_length) for c in (weight_column(i), concept_column(i))]
     return (*EXPLANATION_LEAD, *terms, BIAS)
 
 
-def explanation_length(columns) -> int:
-    """The number of ``concept{i}`` columns of an explanations table (0: none)."""
-    return max((int(c[len("concept"):]) for c in columns
-                if c.startswith("concept") and c[len("concept"):].isdigit()), default=0)
+def concept_indices(columns) -> list[int]:
+    """The ``i`` of every ``concept{i}`` column of an explanations table, in order (from 0 in the
+    original's files, from 1 in this project's earlier ones)."""
+    return sorted(int(c[len("concept"):]) for c in columns if c.startswith("concept") and c[len("concept"):].isdigit())
 
 
 CORRELATION_COLUMNS = ("method", "layer", "unit", "test correlation")                  # correlations.csv

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..pipeline.session import Session
 
 MODES = ("label", "clip")
+SPLIT = "70/10/20"          # train/val/test fractions of split_indices, recorded in the manifests
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
             clip, session.loader(transform=clip.preprocess), concept_list)})["p"]
         names = concept_list
         concept_cfg = {"mode": "clip", "clip": clip.info, "concepts": concept_list}
-    config = {**session.config(), "layer": path, "pool_mode": cfg.pool_mode, **concept_cfg}
+    config = {**session.config(), "layer": path, "pool_mode": cfg.pool_mode, "split": SPLIT, **concept_cfg}
     return NeuronData(images, cfg.layer, path, torch.from_numpy(np.asarray(acts, dtype=np.float64)),
                       torch.from_numpy(np.asarray(probs, dtype=np.float64)), names, split, config)
 

@@ -12,7 +12,7 @@ A neuron's summary activation ``y`` (spatial mean or max per image) is explained
    validation split; stop when the best gain is below ``tolerance`` or at ``max_length`` concepts.
    Every fit is solved from covariance matrices, for all neurons and candidates in one batch.
 
-The train/validation/test split is a seeded permutation of the images (60/20/20).
+The train/validation/test split is a seeded permutation of the images (70/10/20, the original's fractions).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import torch
 SPLITS = ("train", "val", "test")
 
 
-def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.6, 0.2)) -> dict[str, np.ndarray]:
+def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.7, 0.1)) -> dict[str, np.ndarray]:
     """Seeded split of ``range(n)`` into sorted train/val/test index arrays."""
     perm = np.random.default_rng(seed).permutation(n)
     a, b = int(round(fractions[0] * n)), int(round((fractions[0] + fractions[1]) * n))

@@ -1,7 +1,9 @@
 """Scoring explanations by simulation: how well an explanation, read alone, predicts a neuron.
 
-An explanation file is either ours (explain_neurons.py: ``concept{i}``, ``weight{i}``, ``bias``) or
-a one-concept description (dissect_neurons.py: ``description``), so methods share one table.
+An explanation file is either a linear explanation (``concept{i}``, ``weight{i}``, ``bias``: the
+original's files, from 0 with 0 in unused slots, explain_neurons.py's, and this project's earlier
+ones, from 1 with empty slots) or a one-concept description (``description``: CLIP-Dissect's,
+NetDissect's or MILAN's published files, dissect_neurons.py's), so methods share one table.
 
 - **Correlation**: Pearson correlation, on the test split, between the neuron's real summary
   activation and the simulated one (``Σ w_k P(concept_k | image) + b``; for a description,
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..io import artifacts
-from ..io.schema import BIAS, DESCRIPTION, EXPLANATION_LEAD, concept_column, explanation_length, weight_column
+from ..io.schema import BIAS, DESCRIPTION, EXPLANATION_LEAD, concept_column, concept_indices, weight_column
 from ..core.errors import UserError
 from ..core.hooks import hooks
 from .linear import simulate
@@ -37,7 +39,7 @@ class Simulator:
     missing: list[int]         # units whose description is not among the concepts
 
 
-SPLIT_KEYS = ("data", "images", "seed", "pool_mode")   # what makes the test split and the activations
+SPLIT_KEYS = ("data", "images", "seed", "pool_mode", "split")   # what makes the test split and the activations
 
 
 def read_explanations(path: str | Path, layer_names: set[str], names: list[str], config: dict) -> Simulator:
@@ -50,7 +52,7 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
     path = Path(path)
     if not path.is_file():
         raise UserError(f"explanation file {path} not found")
-    manifest = artifacts.read_manifest(path.parent)
+    manifest = artifacts.read_manifest(path) or artifacts.read_manifest(path.parent)
     if manifest is not None:
         theirs = manifest.get("config", {})
         keys = ("model", "weights_sha256") + (SPLIT_KEYS if manifest.get("stage") == "explain_neurons" else ())
@@ -65,11 +67,10 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
         raise UserError(f"{path} has no rows for layer {' or '.join(sorted(layer_names))}")
     index = {n: i for i, n in enumerate(names)}
     units, missing = {}, []
-    if concept_column(1) in frame:
-        k = explanation_length(frame.columns)
+    slots = concept_indices(frame.columns)
+    if slots:
         for _, row in frame.iterrows():
-            pairs = [(row[concept_column(i)], row[weight_column(i)]) for i in range(1, k + 1)
-                     if isinstance(row[concept_column(i)], str)]
+            pairs = [(row[concept_column(i)], row[weight_column(i)]) for i in slots if _named(row[concept_column(i)])]
             unknown = [c for c, _ in pairs if c not in index]
             if unknown:
                 raise UserError(f"{path}: unit {row[unit]} uses concepts {unknown[:3]} that are not in this "
@@ -84,8 +85,13 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
                 missing.append(int(row[unit]))
         method = "description"
     else:
-        raise UserError(f"{path} has neither {concept_column(1)}.. columns nor a {DESCRIPTION} column")
+        raise UserError(f"{path} has neither concept0.. columns nor a {DESCRIPTION} column")
     return Simulator(method, units, missing)
+
+
+def _named(cell) -> bool:
+    """A filled concept slot: a name, not the original's 0 or an empty cell."""
+    return isinstance(cell, str) and cell.strip() not in ("", "0")
 
 
 def simulated(concepts: torch.Tensor, sim: Simulator) -> tuple[list[int], torch.Tensor]:

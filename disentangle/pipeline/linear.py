@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,22 +20,41 @@ from ..neurons.activations import NeuronData, NeuronDataConfig, load_activations
 from .session import Session
 
 
+SEARCHES, FITS, CANDIDATES = ("original", "exhaustive"), ("adam", "exact"), ("glm", "path")
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Which neurons to explain (``start_neuron`` to one before ``end_neuron``, None: the last) and
-    the fit's settings (see ``neurons.linear``)."""
+    how (see ``neurons.linear``). The defaults are the original's protocol: candidates ranked by one
+    elastic net at ``glm_lambda`` (``candidates_from="glm"``), the windowed greedy search
+    (``search="original"``, ``width`` concepts a step) with Adam fits (``fit="adam"``). Ours:
+    ``candidates_from="path"`` (the ``candidates`` earliest on an elastic-net path) and
+    ``search="exhaustive"`` (every candidate each step, exact least squares)."""
     start_neuron: int = 0
     end_neuron: int | None = None
     max_length: int = 10             # most concepts in one explanation
     tolerance: float = 0.02          # least gain in validation correlation that adds a concept
-    candidates: int = 20             # concepts per neuron kept from the elastic-net path
+    search: str = "original"
+    fit: str = "adam"                # the original search's fits
+    candidates_from: str = "glm"
+    glm_lambda: float = 0.05         # the candidate model's penalty
+    glm_neuron_batch: int = 128      # neurons per candidate-model solve
+    width: int = 10                  # concepts the original search tries per step
+    candidates: int = 20             # candidates_from="path": concepts kept per neuron
     alpha: float = 0.99              # elastic-net mixing: 1 the lasso, 0 ridge
 
     def __post_init__(self):
-        if self.max_length < 1 or self.candidates < 1:
-            raise UserError("--max_length and --candidates must be at least 1")
+        if self.max_length < 1 or self.candidates < 1 or self.width < 1 or self.glm_neuron_batch < 1:
+            raise UserError("--max_length, --candidates, --width and --glm_neuron_batch must be at least 1")
         if not 0 < self.alpha <= 1:
             raise UserError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if not self.glm_lambda > 0:
+            raise UserError(f"--glm_lambda must be positive, got {self.glm_lambda}")
+        for name, value, allowed in (("search", self.search, SEARCHES), ("fit", self.fit, FITS),
+                                     ("candidates_from", self.candidates_from, CANDIDATES)):
+            if value not in allowed:
+                raise UserError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
     def units(self, n_units: int) -> range:
         """The neurons to explain of a layer of ``n_units``, checked to lie within it."""
@@ -45,60 +63,96 @@ class FitConfig:
             raise UserError(f"neuron range [{self.start_neuron}, {end}) is not within the layer's {n_units} neurons")
         return range(self.start_neuron, end)
 
+    def recorded(self) -> dict:
+        """What the manifest records of the fit."""
+        keys = ["max_length", "tolerance", "search", "candidates_from", "alpha"]
+        keys += ["fit", "width"] if self.search == "original" else []
+        keys += ["glm_lambda"] if self.candidates_from == "glm" else ["candidates"]
+        return {k: getattr(self, k) for k in keys}
+
 
 @dataclass
 class Explanations:
-    """What explain() did: ``skipped`` when ``folder`` already held these explanations (read back)."""
-    folder: Path
+    """What explain() did: ``skipped`` when ``path`` already held these explanations (read back)."""
+    path: Path                       # le_{mode}_{target}_{layer}.csv
     skipped: bool
-    table: pd.DataFrame              # explanations.csv: one row per neuron
+    table: pd.DataFrame              # one row per neuron
+
+
+def explanation_file(folder: str | Path, mode: str, model: str, layer: str) -> Path:
+    """The original's name of an explanations file: ``<folder>/le_{mode}_{target}_{layer}.csv``."""
+    return Path(folder) / f"le_{mode}_{model}_{layer}.csv"
 
 
 def explanation_table(layer: str, units: range, explanations: list[le.Explanation], names: list[str],
                       max_length: int) -> pd.DataFrame:
-    """explanations.csv: per neuron, its validation correlation, up to ``max_length`` (weight,
-    concept) pairs in the order the search added them (NaN and empty past its length), its bias."""
+    """The original's explanations table: per neuron its validation correlation, then
+    ``weight0, concept0, ..., weight{L-1}, concept{L-1}`` (by descending weight; 0 in both past its
+    length), then its bias."""
     rows = []
     for u, e in zip(units, explanations):
         row = dict(zip(EXPLANATION_LEAD, (layer, u, e.val_corr)))
+        order = sorted(range(len(e.concepts)), key=lambda i: -e.weights[i])
         for i in range(max_length):
-            row[weight_column(i + 1)] = e.weights[i] if i < len(e.concepts) else np.nan
-            row[concept_column(i + 1)] = names[e.concepts[i]] if i < len(e.concepts) else ""
+            row[weight_column(i)] = e.weights[order[i]] if i < len(order) else 0.0
+            row[concept_column(i)] = names[e.concepts[order[i]]] if i < len(order) else 0
         row[BIAS] = e.bias
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def fit_explanations(data: NeuronData, units: range, fit: FitConfig, device: torch.device) -> list[le.Explanation]:
-    """Explanations of ``units`` fitted on the train split and searched on the validation split."""
+def fit_explanations(data: NeuronData, units: range, fit: FitConfig, device: torch.device, seed: int = 0
+                     ) -> list[le.Explanation]:
+    """Explanations of ``units`` fitted on the train split and searched on the validation split,
+    over the concepts the original keeps (``le.active_concepts``; every concept in our ``clip``
+    mode, whose softmax probabilities over the concept set rarely reach 0.5); concept indices are
+    into ``data.names``."""
+    active = le.active_concepts(data.concepts) if data.config["mode"] != "clip" else \
+        torch.ones(data.concepts.shape[1], dtype=torch.bool)
+    keep = torch.nonzero(active).flatten()
+    if not len(keep):
+        raise UserError("no concept is active enough (top-5 mean probability at least 0.5 and some variation)")
+    sel = list(units)
     x_train, y_train = (t.to(device) for t in data.part("train"))
     x_val, y_val = (t.to(device) for t in data.part("val"))
-    sel = list(units)
-    entry = le.elastic_net_path(x_train, y_train[:, sel], alpha=fit.alpha)
-    return le.greedy_explanations(x_train, y_train[:, sel], x_val, y_val[:, sel], le.candidates(entry, fit.candidates),
-                                  fit.max_length, fit.tolerance)
+    x_train, x_val, y_train, y_val = x_train[:, keep], x_val[:, keep], y_train[:, sel], y_val[:, sel]
+    if fit.candidates_from == "glm":
+        y_all = data.acts[:, sel].to(device)
+        ranked = torch.cat([le.glm_ranking(le.glm_weights(x_train, y_train[:, i:i + fit.glm_neuron_batch],
+                                                          y_all[:, i:i + fit.glm_neuron_batch], fit.glm_lambda,
+                                                          fit.alpha))
+                            for i in range(0, len(sel), fit.glm_neuron_batch)])
+    else:
+        ranked = le.candidates(le.elastic_net_path(x_train, y_train, alpha=fit.alpha), fit.candidates)
+    if fit.search == "original":
+        found = le.windowed_search(x_train, y_train, x_val, y_val, ranked, fit.max_length, fit.tolerance, fit.width,
+                                   fit.fit, seed)
+    else:
+        found = le.greedy_explanations(x_train, y_train, x_val, y_val, ranked[:, :fit.candidates], fit.max_length,
+                                       fit.tolerance)
+    back = keep.tolist()
+    return [le.Explanation([back[c] for c in e.concepts], e.weights, e.bias, e.val_corr) for e in found]
 
 
-def explain(session: Session, data: NeuronDataConfig, fit: FitConfig, out: str | Path | None = None,
+def explain(session: Session, data: NeuronDataConfig, fit: FitConfig, out: str | Path = "results",
             overwrite: bool = False) -> Explanations:
-    """Linear explanations of the neurons of ``data.layer`` into ``out`` (default
-    ``layout.explanations_dir``): ``explanations.csv`` and ``manifest.json``. A folder already
-    holding these explanations is left as it is."""
+    """Linear explanations of the neurons of ``data.layer`` into the folder ``out``: the original's
+    ``le_{mode}_{target}_{layer}.csv`` and its manifest beside it. A file already holding these
+    explanations is left as it is."""
     units = fit.units(layer_width(session.model, resolve_layer(session.spec, data.layer, session.model),
                                   session.example()))
     d = load_activations(session, data)
-    config = {**d.config, "units": [units.start, units.stop], "max_length": fit.max_length,
-              "tolerance": fit.tolerance, "candidates": fit.candidates, "alpha": fit.alpha}
-    out = Path(out or layout.explanations_dir(session.spec.name, data.layer, data.concepts.mode))
+    config = {**d.config, "units": [units.start, units.stop], **fit.recorded()}
+    path = explanation_file(out, data.concepts.mode, session.spec.name, data.layer)
     manifest = artifacts.make_manifest("explain_neurons", config, {"device": str(session.device),
                                                                    "batch_size": session.runtime.batch_size})
-    if artifacts.open_output(out, manifest, overwrite) == "complete":
-        return Explanations(out, True, artifacts.read_csv(out / "explanations.csv", EXPLANATION_LEAD, "explanations"))
-    table = explanation_table(data.layer, units, fit_explanations(d, units, fit, session.device), d.names,
-                              fit.max_length)
-    artifacts.write_csv(out / "explanations.csv", table)
-    artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
-    return Explanations(out, False, table)
+    if artifacts.open_output_file(path, manifest, overwrite) == "complete":
+        return Explanations(path, True, artifacts.read_csv(path, EXPLANATION_LEAD, "explanations"))
+    table = explanation_table(data.layer, units, fit_explanations(d, units, fit, session.device, session.seed),
+                              d.names, fit.max_length)
+    artifacts.write_csv(path, table)
+    artifacts.write_manifest(path, {**manifest, "complete": True})
+    return Explanations(path, False, table)
 
 
 def explanation_files(paths: Sequence[str | Path], names: Sequence[str] | None = None) -> dict[str, Path]:
