@@ -195,3 +195,28 @@ def test_label_concepts_on_a_folder_with_superclasses(tmp_path):
     sup.write_text(json.dumps({"animal": ["cat", "cow"]}))
     with pytest.raises(UserError, match="unknown classes"):
         label_concepts(images, str(sup))
+
+
+def test_the_originals_files_and_flags(explained, tmp_path, monkeypatch, capsys):
+    """A file in the release's format (no layer column, weight0.., 0 in unused slots, earlier
+    simulation columns) found by --explanation_method in the release's layout; the correlation is
+    written back into it, as the original does, and labelled with its simulator."""
+    root, common = explained
+    ours = pd.read_csv(root / "le" / LE_FILE)
+    release = ours.drop(columns=["layer", "sim correlation"], errors="ignore").assign(**{"sim ablation(optim)": 0.5})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "ours" / "LE_label").mkdir(parents=True)
+    path = tmp_path / "results" / "ours" / "LE_label" / "tiny_densenet_block_4.csv"
+    release.to_csv(path, index=False)
+    assert simulate_correlation.main(["--explanation_method", "le_label", "--output_dir", str(tmp_path / "s")]
+                                     + common) == 0
+    out = capsys.readouterr().out
+    assert "average correlation" in out and "+-" in out and "labels (label protocol)" in out
+    back = pd.read_csv(path)
+    assert list(back.columns) == [*release.columns, "sim correlation"] and back["sim correlation"].between(-1, 1).all()
+    summary = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert summary.loc[0, "method"] == "le_label" and summary.loc[0, "simulator"] == "labels (label protocol)"
+    c = pd.read_csv(tmp_path / "s" / "correlations.csv")["test correlation"]
+    assert summary.loc[0, "sem correlation"] == pytest.approx(c.std(ddof=1) / len(c) ** 0.5)
+    assert simulate_correlation.main(["--explanation_method", "milan"] + common) == 2
+    assert "no milan explanations of tiny_densenet block_4" in capsys.readouterr().err

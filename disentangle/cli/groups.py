@@ -267,6 +267,31 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
     add(p, "seed", type=int, default=0, help="seed of the train/val/test split")
 
 
+def explanation_args(p: argparse.ArgumentParser, several: bool) -> None:
+    """The explanation files of simulate_*.py: positional, or the original's --explanation_path /
+    --explanation_method."""
+    from ..pipeline.linear import EXPLANATION_METHODS
+    p.add_argument("explanations", nargs="*" if several else "?",
+                   help="explanation files (default: --explanation_path, else --explanation_method's file)")
+    add(p, "explanation_path", default=None, help="an explanation file (the original's flag)")
+    add(p, "explanation_method", choices=EXPLANATION_METHODS, default="le_label",
+        help="without a file: le_label / le_siglip read results/le_<mode>_<target>_<layer>.csv, else the "
+             "release's results/ours/LE_label/<target>_<layer>.csv (and results/baselines/NetDissect, MILAN, "
+             "CLIP_Dissect for the others)")
+
+
+def explanation_paths(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The files of ``explanation_args`` and their names (the method's, for --explanation_method)."""
+    from ..pipeline.linear import method_file
+    given = args.explanations if isinstance(args.explanations, list) else \
+        ([args.explanations] if args.explanations else [])
+    if given:
+        return given, None
+    if args.explanation_path:
+        return [args.explanation_path], None
+    return [str(method_file(args.explanation_method, args.model, args.block))], [args.explanation_method]
+
+
 def neuron_data(args: argparse.Namespace):
     """The ``NeuronDataConfig`` of the ``neuron_data_args`` flags."""
     from ..neurons.activations import ConceptConfig, NeuronDataConfig

@@ -163,7 +163,7 @@ def concept_indices(columns) -> list[int]:
 
 CORRELATION_COLUMNS = ("method", "layer", "unit", "test correlation")                  # correlations.csv
 SIMULATION_SUMMARY_COLUMNS = ("method", "kind", "neurons", "simulated", "mean correlation",
-                              "median correlation")                                       # summary.csv
+                              "median correlation", "sem correlation", "simulator")      # summary.csv
 ABLATION_COLUMNS = ("layer", "unit", "sum_abs_dce_simulated", "sum_abs_dce_mean", "score")   # ablation.csv
 
 

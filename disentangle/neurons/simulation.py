@@ -61,10 +61,11 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
                 raise UserError(f"{path} was made with {key} {theirs[key]!r}, not {config[key]!r} as asked here"
                                 + (" (the test split must be the explanations' own)" if key in SPLIT_KEYS else ""))
     layer, unit = EXPLANATION_LEAD[:2]
-    frame = artifacts.read_csv(path, (layer, unit), "explanation file")
-    frame = frame[frame[layer].astype(str).isin(layer_names)]
-    if frame.empty:
-        raise UserError(f"{path} has no rows for layer {' or '.join(sorted(layer_names))}")
+    frame = artifacts.read_csv(path, (unit,), "explanation file")
+    if layer in frame:          # the original's files hold one layer and may lack the column
+        frame = frame[frame[layer].astype(str).isin(layer_names)]
+        if frame.empty:
+            raise UserError(f"{path} has no rows for layer {' or '.join(sorted(layer_names))}")
     index = {n: i for i, n in enumerate(names)}
     units, missing = {}, []
     slots = concept_indices(frame.columns)

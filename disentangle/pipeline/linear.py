@@ -13,8 +13,8 @@ import torch
 from ..core.errors import UserError
 from ..core.layers import layer_width, resolve_layer
 from ..io import artifacts, layout
-from ..io.schema import (ABLATION_COLUMNS, BIAS, CORRELATION_COLUMNS, EXPLANATION_LEAD, SIMULATION_SUMMARY_COLUMNS,
-                         AblationResult, concept_column, weight_column)
+from ..io.schema import (ABLATION_COLUMNS, BIAS, CORRELATION_COLUMNS, EXPLANATION_LEAD, SIM_CORRELATION,
+                         SIMULATION_SUMMARY_COLUMNS, AblationResult, concept_column, weight_column)
 from ..neurons import linear as le, simulation
 from ..neurons.activations import NeuronData, NeuronDataConfig, load_activations
 from .session import Session
@@ -155,6 +155,38 @@ def explain(session: Session, data: NeuronDataConfig, fit: FitConfig, out: str |
     return Explanations(path, False, table)
 
 
+# What simulates the explanations, by concept mode: never to be read as the paper's SigLIP simulation.
+SIMULATORS = {"label": "labels (label protocol)", "clip": "CLIP softmax (clip protocol)"}
+EXPLANATION_METHODS = ("le_label", "le_siglip", "net_dissect", "milan", "clip_dissect")
+# Where the Linear-Explanations release keeps each method's published explanations.
+RELEASE_DIRS = {"le_label": "results/ours/LE_label", "le_siglip": "results/ours/LE_siglip",
+                "net_dissect": "results/baselines/NetDissect", "milan": "results/baselines/MILAN",
+                "clip_dissect": "results/baselines/CLIP_Dissect"}
+
+
+def method_file(method: str, model: str, layer: str, result_dir: str | Path = "results") -> Path:
+    """The explanations of ``--explanation_method``: for le_label / le_siglip explain_neurons.py's
+    ``<result_dir>/le_<mode>_<target>_<layer>.csv`` if it is there, else the release's published
+    ``<RELEASE_DIRS[method]>/<target>_<layer>.csv``; one line naming both when neither is."""
+    if method not in EXPLANATION_METHODS:
+        raise UserError(f"--explanation_method must be one of {', '.join(EXPLANATION_METHODS)}, got {method!r}")
+    tried = [explanation_file(result_dir, method[3:], model, layer)] if method.startswith("le_") else []
+    tried.append(Path(RELEASE_DIRS[method]) / f"{model}_{layer}.csv")
+    for path in tried:
+        if path.is_file():
+            return path
+    raise UserError(f"no {method} explanations of {model} {layer}: {' nor '.join(map(str, tried))} exists "
+                    f"(run explain_neurons.py, put the release's results/ folder here, or pass --explanation_path)")
+
+
+def write_back(path: Path, column: str, values: dict[int, float]) -> None:
+    """Add (or replace) ``column`` of an explanation file with a value per unit, as the original's
+    simulation scripts do (NaN for units not simulated); written atomically."""
+    frame = artifacts.read_csv(path, (EXPLANATION_LEAD[1],), "explanation file")
+    frame[column] = frame[EXPLANATION_LEAD[1]].map(lambda u: values.get(int(u), float("nan")))
+    artifacts.write_csv(path, frame)
+
+
 def explanation_files(paths: Sequence[str | Path], names: Sequence[str] | None = None) -> dict[str, Path]:
     """Each explanation file by its method's name: ``names``, or by default the files' folder names."""
     names = list(names) if names else [Path(f).parent.name for f in paths]
@@ -171,23 +203,28 @@ class Simulation:
 
 
 def simulate_correlation(session: Session, data: NeuronDataConfig, files: dict[str, Path],
-                         out: str | Path | None = None) -> Simulation:
+                         out: str | Path | None = None, write: bool = True) -> Simulation:
     """Test-split correlation between each unit's activation and its simulation from each method's
     explanation file (``files``: method name -> file), into ``out`` (default
     ``layout.simulation_dir``): ``correlations.csv``, ``summary.csv``, ``correlations.png``,
-    ``manifest.json``."""
+    ``manifest.json``; with ``write``, also into each explanation file's ``sim correlation``
+    column, as the original does. The simulator is the concept matrix of ``data`` (in label mode,
+    the images' labels: the label protocol, not the paper's SigLIP simulation)."""
     from ..viz.simulation import correlation_boxplot
     d = load_activations(session, data)
     sims = {n: simulation.read_explanations(f, {d.layer, d.path}, d.names, d.config) for n, f in files.items()}
     x_test, y_test = d.part("test")
-    rows, summary = [], []
+    rows, summary, scores = [], [], {}
+    simulator = SIMULATORS.get(d.config["mode"], d.config["mode"])
     for name, sim in sims.items():
         units, s = simulation.simulated(x_test, sim)
         corr = [le.pearson(s[:, j], y_test[:, u]) for j, u in enumerate(units)]
+        scores[name] = dict(zip(units, corr))
         rows += [dict(zip(CORRELATION_COLUMNS, (name, d.layer, u, c))) for u, c in zip(units, corr)]
         c = pd.Series(corr, dtype=float)
         summary.append(dict(zip(SIMULATION_SUMMARY_COLUMNS, (name, sim.method, len(units) + len(sim.missing),
-                                                             len(units), c.mean(), c.median()))))
+                                                             len(units), c.mean(), c.median(), c.sem(),
+                                                             simulator))))
     out = Path(out or layout.simulation_dir(session.spec.name, data.layer, data.concepts.mode))
     inputs = {n: str(Path(f).resolve()) for n, f in files.items()}
     manifest = artifacts.make_manifest("simulate_correlation", {**d.config, "explanations": inputs},
@@ -198,6 +235,9 @@ def simulate_correlation(session: Session, data: NeuronDataConfig, files: dict[s
     artifacts.write_csv(out / "summary.csv", table)
     correlation_boxplot(frame, out / "correlations.png", f"{session.spec.name} {data.layer}: test correlation")
     artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
+    if write:
+        for name, values in scores.items():
+            write_back(Path(files[name]), SIM_CORRELATION, values)
     return Simulation(out, frame, table)
 
 
