@@ -89,3 +89,40 @@ def test_window_and_bad_concepts_as_the_original():
     # The original's Adam fit reaches the same explanation here.
     (adam,) = le.windowed_search(x[tr], y[tr], x[va], y[va], ranked, fit="adam")
     assert adam.concepts == [first, 10, 11] and adam.val_corr == pytest.approx(e.val_corr, abs=0.01)
+
+
+def test_the_originals_models_and_layer_names():
+    from disentangle.core.layers import resolve_layer
+    from disentangle.core.models import load_model
+    vgg = load_model("vgg16_bn_cifar100", "random")
+    assert vgg.model(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    assert resolve_layer(vgg.spec, "classifier[4]", vgg.model) == "classifier.4"
+    assert isinstance(vgg.model.get_submodule(resolve_layer(vgg.spec, "features[43]", vgg.model)), torch.nn.MaxPool2d)
+    vit = load_model("vit_b_16_imagenet", "random")
+    assert resolve_layer(vit.spec, "encoder.layers.encoder_layer_11.mlp[1]", vit.model) == \
+        "encoder.layers.encoder_layer_11.mlp.1"
+    assert vit.spec.name == "vit_b_16_imagenet" and vit.spec.classifier == "heads.head"
+
+
+def test_token_pooling_as_the_original():
+    from disentangle.core.errors import UserError
+    from disentangle.dissection.netdissect import pool_units
+    tokens = torch.randn(2, 7, 5)
+    assert torch.equal(pool_units(tokens, "first", "first"), tokens[:, 0])
+    assert torch.allclose(pool_units(tokens, "avg", "avg"), tokens.mean(1))
+    assert torch.equal(pool_units(tokens, "max", "max"), tokens.amax(1))
+    with pytest.raises(UserError, match="first takes a token layer"):
+        pool_units(torch.randn(2, 3, 4, 4), "first")
+
+
+def test_a_2d_layer_is_explained(tmp_path, tiny):
+    """tiny_densenet's logits (a 2-D layer): the red-circle and blue-circle logits are explained
+    first by their own classes."""
+    import pandas as pd
+
+    import explain_neurons
+    assert explain_neurons.main(["--target_layer", "classifier", "--end_neuron", "3", "--images", "240",
+                                 "--activation_dir", "none", "--result_dir", str(tmp_path)]) == 0
+    frame = pd.read_csv(tmp_path / "le_label_tiny_densenet_classifier.csv").set_index("unit")
+    assert frame.loc[0, "concept0"] == "red circle" and frame.loc[2, "concept0"] == "blue circle"
+    assert (frame["val correlation"] > 0.8).all()

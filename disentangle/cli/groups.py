@@ -237,8 +237,7 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
     """The model, layer, images and concepts of the linear-explanation stages (explain_neurons.py,
     simulate_*.py), their runtime flags, ``--activation_dir`` and ``--seed``."""
     from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
-    from ..dissection.netdissect import POOLS
-    from ..neurons.activations import MODES
+    from ..neurons.activations import MODES, POOL_MODES
     g = p.add_argument_group("model, layer and data")
     add(g, "model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
     add(g, "weights", default=None, help="weights file, or 'random'; default: the model's own source")
@@ -249,8 +248,8 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
     add(g, "data_root", default=None, help=f"ImageNet validation folder (default {IMAGENET_ROOT})")
     add(g, "images", type=positive, default=images,
         help="images, spread evenly over classes, then split 70/10/20 into train/val/test by --seed (the original's fractions)")
-    add(g, "pool_mode", choices=POOLS, default="avg",
-        help="a neuron's activation per image: spatial mean or max of its map")
+    add(g, "pool_mode", choices=POOL_MODES, default="avg",
+        help="a neuron's activation per image: spatial (or token) mean or max; first: a token layer's class token")
     c = p.add_argument_group("concepts")
     add(c, "mode", choices=MODES, default="label",
         help="label: concept probabilities from labels; clip: from an open_clip model")

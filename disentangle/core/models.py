@@ -83,16 +83,46 @@ def _hub_weights(name: str, url: str) -> Callable[[], tuple[Path, str]]:
 PLACES365_RESNET18 = "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar"
 
 
-def _file_weights(name: str, path: str, url: str) -> Callable[[], tuple[Path, str]]:
-    """Weights published as a file (not in torchvision): ``path`` (the original's place for it)
-    or the torch hub cache."""
+def _file_weights(name: str, path: str, url: str, hub_glob: str | None = None) -> Callable[[], tuple[Path, str]]:
+    """Weights published as a file (not in torchvision), looked for at ``path`` (the original's
+    place for it) and in the torch hub cache: under the file name of ``url``, or any file matching
+    ``hub_glob`` (then ``url`` is the page that publishes it)."""
     def find() -> tuple[Path, str]:
-        for candidate in (Path(path), _hub_file(url)):
+        checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+        candidates = [Path(path)] + (sorted(checkpoints.glob(hub_glob)) if hub_glob else [_hub_file(url)])
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate, "file"
-        raise UserError(f"no weights for {name}: put {Path(url).name} (published at {url}) at {path} or in "
-                        f"{_hub_file(url).parent}/, or pass --weights PATH")
+        file = hub_glob or Path(url).name
+        raise UserError(f"no weights for {name}: put {file} (published at {url}) at {path} or in "
+                        f"{checkpoints}/, or pass --weights PATH")
     return find
+
+
+CIFAR100_VGG16_BN = "https://github.com/chenyaofo/pytorch-cifar-models/releases (tag vgg)"
+
+
+def build_cifar_vgg16_bn(num_classes: int = 100) -> nn.Module:
+    """VGG-16-BN for 32x32 CIFAR images, as chenyaofo/pytorch-cifar-models (the model
+    Linear-Explanations' vgg16_bn_cifar100 loads): torchvision's VGG-16-BN features, no average
+    pooling (the features end at 1x1), and a 512-512-num_classes classifier
+    (``classifier[4]`` is the second ReLU, ``features[43]`` the last max-pool)."""
+    model = _TV.vgg16_bn(num_classes=num_classes)
+    model.avgpool = nn.Identity()
+    model.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(), nn.Linear(512, 512),
+                                     nn.ReLU(True), nn.Dropout(), nn.Linear(512, num_classes))
+    return model
+
+
+def _vit_spec(name: str, builder: Callable[..., nn.Module], weights, layers: int, resize: int) -> "ModelSpec":
+    """A torchvision ViT trained on ImageNet, named as Linear-Explanations names it
+    (``vit_b_16_imagenet``); its blocks are the encoder layers."""
+    return ModelSpec(
+        name, lambda n: builder(num_classes=n),
+        {f"encoder_layer_{i}": f"encoder.layers.encoder_layer_{i}" for i in range(layers)},
+        f"encoder.layers.encoder_layer_{layers - 1}", num_classes=1000, input_size=224, resize_size=resize,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), default_weights=_hub_weights(name, weights.url),
+        classifier="heads.head")
 
 
 _DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
@@ -174,6 +204,24 @@ MODELS: dict[str, ModelSpec] = {
         "resnet18_places", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_file_weights("resnet18_places", "data/resnet18_places365.pth.tar", PLACES365_RESNET18),
         classifier="fc", stem=_RESNET_STEM, **{**_IMAGENET, "num_classes": 365}, default_data="places365_val"),
+    "resnet18_places365": ModelSpec(
+        "resnet18_places365", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
+        default_weights=_file_weights("resnet18_places365", "data/resnet18_places365.pth.tar", PLACES365_RESNET18),
+        classifier="fc", stem=_RESNET_STEM, **{**_IMAGENET, "num_classes": 365}, default_data="places365_val"),
+    "resnet50_imagenet": ModelSpec(
+        "resnet50_imagenet", lambda n: _TV.resnet50(num_classes=n), _RESNET_BLOCKS, "layer4",
+        default_weights=_hub_weights("resnet50_imagenet", _TV.ResNet50_Weights.IMAGENET1K_V1.url),
+        classifier="fc", stem=_RESNET_STEM, **_IMAGENET),
+    "vgg16_bn_cifar100": ModelSpec(
+        "vgg16_bn_cifar100", build_cifar_vgg16_bn, {"features": "features", "classifier[4]": "classifier.4"},
+        "features.42", num_classes=100, input_size=32, resize_size=32, mean=(0.5070, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2761),
+        default_weights=_file_weights("vgg16_bn_cifar100", "data/cifar100_vgg16_bn.pt", CIFAR100_VGG16_BN,
+                                      "cifar100_vgg16_bn*.pt"),
+        classifier="classifier.6", default_data="cifar100_val"),
+    "vit_b_16_imagenet": _vit_spec("vit_b_16_imagenet", _TV.vit_b_16, _TV.ViT_B_16_Weights.IMAGENET1K_V1, 12, 256),
+    "vit_l_16_imagenet": _vit_spec("vit_l_16_imagenet", _TV.vit_l_16, _TV.ViT_L_16_Weights.IMAGENET1K_V1, 24, 242),
+    "vit_l_32_imagenet": _vit_spec("vit_l_32_imagenet", _TV.vit_l_32, _TV.ViT_L_32_Weights.IMAGENET1K_V1, 24, 256),
     "resnet50": ModelSpec(
         "resnet50", lambda n: _TV.resnet50(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_hub_weights("resnet50", _TV.ResNet50_Weights.IMAGENET1K_V1.url),

@@ -302,6 +302,8 @@ def dataset_source(data: str, data_root: str | None = None) -> Source:
     if data == "concepts":
         from .concepts import ConceptWorld
         return ConceptWorld("val")
+    if data in ("cifar100_val", "cifar100_train"):
+        return Cifar100(data == "cifar100_train")
     known = {"imagenet": IMAGENET_ROOT, "imagenet_val": IMAGENET_ROOT, "places365": PLACES365_ROOT,
              "places365_val": PLACES365_ROOT}
     root = Path(data_root or known[data]) if data in known else Path(data)

@@ -197,25 +197,30 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
 POOLS = ("avg", "max")
 
 
-def pool_units(a: torch.Tensor, pool: str = "avg") -> torch.Tensor:
-    """A layer's output -> ``(B, U)`` as CLIP-Dissect summarises it: the spatial mean (``avg``) or
-    max of ``(B, U, h, w)`` maps, the first (class) token of ``(B, T, U)``, ``(B, U)`` as it is."""
+def pool_units(a: torch.Tensor, pool: str = "avg", tokens: str = "first") -> torch.Tensor:
+    """A layer's output -> ``(B, U)``: the spatial mean (``avg``) or max of ``(B, U, h, w)`` maps;
+    for ``(B, T, U)`` tokens, by ``tokens``: the first (class) token, as CLIP-Dissect takes it, or
+    the token mean (``avg``) or max, as Linear-Explanations' ``--pool_mode`` does; ``(B, U)`` as it
+    is. ``pool="first"`` is for token layers only."""
     if a.dim() == 4:
+        if pool == "first":
+            raise UserError("--pool_mode first takes a token layer's first (class) token; this layer gives "
+                            "(B, C, H, W) maps: use avg or max")
         return a.mean((2, 3)) if pool == "avg" else a.amax((2, 3))
     if a.dim() == 3:
-        return a[:, 0]
+        return a[:, 0] if tokens == "first" else a.mean(1) if tokens == "avg" else a.amax(1)
     return a.reshape(len(a), -1)
 
 
 def summaries(model: torch.nn.Module, paths: list[str], loader, device: torch.device,
-              pool: str = "avg") -> dict[str, np.ndarray]:
+              pool: str = "avg", tokens: str = "first") -> dict[str, np.ndarray]:
     """Per layer, ``(N, U)`` each unit's summary (``pool_units``) per probe image, in loader order."""
-    if pool not in POOLS:
+    if pool not in (*POOLS, "first"):
         raise UserError(f"unknown pool mode {pool!r}; choose from {', '.join(POOLS)}")
     out: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
     for acts, _, _ in layer_batches(model, paths, loader, device, "activations", maps=False):
         for p, a in acts.items():
-            out[p].append(pool_units(a.float(), pool))
+            out[p].append(pool_units(a.float(), pool, tokens))
     return {p: torch.cat(v).cpu().numpy() for p, v in out.items()}
 
 

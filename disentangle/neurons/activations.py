@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..pipeline.session import Session
 
 MODES = ("label", "clip")
+POOL_MODES = (*POOLS, "first")     # Linear-Explanations' --pool_mode: first is a token layer's class token
 SPLIT = "70/10/20"          # train/val/test fractions of split_indices, recorded in the manifests
 
 
@@ -67,8 +68,8 @@ class NeuronDataConfig:
     activation_dir: str | None = str(layout.activations_dir())
 
     def __post_init__(self):
-        if self.pool_mode not in POOLS:
-            raise UserError(f"--pool_mode must be one of {', '.join(POOLS)}, got {self.pool_mode!r}")
+        if self.pool_mode not in POOL_MODES:
+            raise UserError(f"--pool_mode must be one of {', '.join(POOL_MODES)}, got {self.pool_mode!r}")
 
 
 @dataclass
@@ -154,9 +155,10 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
     model_key = {"model": session.spec.name, "weights_sha256": w["sha256"], "weights_source": w["source"]}
     images_key = {"data": images.describe(),
                   "indices_sha256": hashlib.sha256(images.indices.tobytes()).hexdigest()[:16]}
-    act_key = {**model_key, **images_key, "layer": path, "pool": cfg.pool_mode}
+    act_key = {**model_key, **images_key, "layer": path, "pool": cfg.pool_mode, "tokens": cfg.pool_mode}
+    # Token layers are pooled as the original's --pool_mode says (mean, max or class token).
     acts = cache.cached(cfg.activation_dir, "le_acts", act_key, lambda: {"acts": summaries(
-        session.model, [path], session.loader(), session.device, cfg.pool_mode)[path]})["acts"]
+        session.model, [path], session.loader(), session.device, cfg.pool_mode, cfg.pool_mode)[path]})["acts"]
     if concepts.mode == "label":
         concept_key = {**images_key, "mode": "label", "superclasses": _file_key(concepts.superclasses)}
 
