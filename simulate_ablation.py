@@ -11,6 +11,7 @@ mean, pooled ratio), not the paper's optim/norm modes.
 from __future__ import annotations
 
 from disentangle import cli
+from disentangle.neurons.simulation import concepts_of
 from disentangle.pipeline.linear import simulate_ablation
 from disentangle.pipeline.session import setup
 
@@ -27,9 +28,10 @@ def parser() -> cli.Parser:
 @cli.entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    data = cli.neuron_data(args)
-    session = setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args), args.seed)
     (path,), _ = cli.explanation_paths(args)
+    concepts = None if args.mode == "label" or args.concept_set else concepts_of(path)
+    data = cli.neuron_data(args, "simulator", concepts)
+    session = setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args), args.seed)
     outcome = simulate_ablation(session, data, path, args.unit_chunk, args.output_dir)
     r = outcome.result
     print(f"{outcome.method} of {r.units} neurons of {args.block}: ablation score {r.score:.3f} "

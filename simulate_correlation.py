@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from disentangle import cli
 from disentangle.io.schema import SIMULATION_SUMMARY_COLUMNS
+from disentangle.neurons.simulation import concepts_of
 from disentangle.pipeline.linear import explanation_files, simulate_correlation
 from disentangle.pipeline.session import setup
 
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     paths, names = cli.explanation_paths(args)
     files = explanation_files(paths, args.names.split(",") if args.names else names)
-    data = cli.neuron_data(args)
+    # A SigLIP (or CLIP) simulator scores exactly the explanations' concepts, as the original does.
+    concepts = None if args.mode == "label" or args.concept_set else \
+        list(dict.fromkeys(c for f in files.values() for c in concepts_of(f)))
+    data = cli.neuron_data(args, "simulator", concepts)
     session = setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args), args.seed)
     result = simulate_correlation(session, data, files, args.output_dir)
     table = result.summary

@@ -126,3 +126,39 @@ def test_a_2d_layer_is_explained(tmp_path, tiny):
     frame = pd.read_csv(tmp_path / "le_label_tiny_densenet_classifier.csv").set_index("unit")
     assert frame.loc[0, "concept0"] == "red circle" and frame.loc[2, "concept0"] == "blue circle"
     assert (frame["val correlation"] > 0.8).all()
+
+
+def test_siglip_calibration_and_defaults(capsys, tmp_path):
+    import explain_neurons
+    from disentangle.core.errors import UserError
+    from disentangle.neurons.activations import ConceptConfig, siglip_probabilities
+    cos = torch.tensor([[0.09, 0.19], [-0.01, 0.0]])
+    expected = 1 / (1 + torch.exp(-60 * (cos - 0.09)))            # the original's sigmoid(a * (cos + b))
+    torch.testing.assert_close(siglip_probabilities(cos, 60.0, -0.09), expected)
+    assert siglip_probabilities(cos, 60.0, -0.09)[0, 0] == 0.5
+    assert ConceptConfig("siglip", clip_model="ViT-L-16-SigLIP-384").calibration() == (60.0, -0.09)
+    assert ConceptConfig("siglip", clip_model="ViT-SO400M-14-SigLIP-384").calibration() == (58.0, -0.13)
+    with pytest.raises(UserError, match="no calibration for ViT-B-32"):
+        ConceptConfig("siglip", clip_model="ViT-B-32")
+    # The original's defaults: its explainer, its webli weights, never downloaded.
+    assert explain_neurons.main(["--mode", "siglip", "--images", "60", "--activation_dir", "none",
+                                 "--result_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ViT-L-16-SigLIP-384" in err and "webli" in err and len(err.strip().splitlines()) == 1
+
+
+def test_siglip_mode_end_to_end_with_a_small_model(tmp_path, tiny, tiny_clip, capsys):
+    import pandas as pd
+
+    import explain_neurons
+    import simulate_correlation
+    common = ["--mode", "siglip", "--clip_model", tiny_clip, "--sigmoid_a", "10", "--sigmoid_b", "0", "--images", "120",
+              "--activation_dir", "none"]
+    assert explain_neurons.main([*common, "--end_neuron", "3", "--result_dir", str(tmp_path)]) == 0
+    path = tmp_path / "le_siglip_tiny_densenet_block_4.csv"
+    frame = pd.read_csv(path)
+    assert len(frame) == 3 and frame["concept0"].map(lambda c: isinstance(c, str) and c != "0").all()
+    capsys.readouterr()
+    assert simulate_correlation.main([*common, str(path), "--output_dir", str(tmp_path / "sim")]) == 0
+    assert "SigLIP sigmoid probabilities" in capsys.readouterr().out
+    assert pd.read_csv(path)["sim correlation"].between(-1, 1).all()

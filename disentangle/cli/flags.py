@@ -39,6 +39,8 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     # dissection
     "pool_mode": ("--pool_mode", "--pool"),
     "similarity_fn": ("--similarity_fn", "--similarity"),
+    "clip_model": ("--clip_model", "--clip_name"),
+    "activation_dir": ("--activation_dir", "--activations_dir"),
     # interpretability score
     "clean_level": ("--clean_level", "--clean-level"),
     "threshold_percentile": ("--threshold_percentile", "--threshold-percentile"),

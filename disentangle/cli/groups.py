@@ -7,6 +7,7 @@ import os
 from ..attribution.evaluation import ATTRIBUTION_FORMATS, PRECISIONS, EvalConfig
 from ..attribution.engine import METHODS
 from ..attribution.metrics import METRICS, PROTOCOLS
+from ..core.errors import UserError
 from ..core.models import MODELS
 from ..core.runtime import AUTO_START, Runtime
 from ..data.images import IMAGENET_ROOT
@@ -236,8 +237,8 @@ def figure_config(args: argparse.Namespace) -> EvalConfig:
 def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
     """The model, layer, images and concepts of the linear-explanation stages (explain_neurons.py,
     simulate_*.py), their runtime flags, ``--activation_dir`` and ``--seed``."""
-    from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
-    from ..neurons.activations import MODES, POOL_MODES
+    from ..core.clip import DEFAULT_MODEL
+    from ..neurons.activations import EXPLAINER, MODES, POOL_MODES, SIMULATOR
     g = p.add_argument_group("model, layer and data")
     add(g, "model", default="tiny_densenet", help=f"registered model: {', '.join(MODELS)}")
     add(g, "weights", default=None, help="weights file, or 'random'; default: the model's own source")
@@ -252,14 +253,20 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
         help="a neuron's activation per image: spatial (or token) mean or max; first: a token layer's class token")
     c = p.add_argument_group("concepts")
     add(c, "mode", choices=MODES, default="label",
-        help="label: concept probabilities from labels; clip: from an open_clip model")
+        help="label: concept probabilities from labels; siglip: sigmoid(a (cos + b)) of a SigLIP model's "
+             "image-concept similarities (the original's); clip: an open_clip model's softmax over the concepts (ours)")
     add(c, "superclasses", default=None,
         help="label mode on an image folder: JSON {superclass: [class folder, ...]} added as concepts")
     add(c, "concept_set", default=None,
         help="clip mode: concept list, one per line (default: the concept world's concepts and classes)")
-    add(c, "clip_model", default=DEFAULT_MODEL, help="clip mode: open_clip model name or local-dir:FOLDER")
-    add(c, "clip_weights", default=DEFAULT_WEIGHTS,
-        help="clip mode: pretrained tag in the local cache, a checkpoint file, or 'random' (testing only)")
+    add(c, "clip_model", default=None,
+        help=f"siglip / clip mode: open_clip model name or local-dir:FOLDER (default: siglip {EXPLAINER} to "
+             f"explain, {SIMULATOR} to simulate, as the original; clip {DEFAULT_MODEL})")
+    add(c, "clip_weights", default=None,
+        help="siglip / clip mode: pretrained tag in the local cache (default: the model's, e.g. webli), a "
+             "checkpoint file, or 'random' (testing only)")
+    add(c, "sigmoid_a", type=float, default=None, help="siglip mode: a of sigmoid(a (cos + b)) (default: the model's)")
+    add(c, "sigmoid_b", type=float, default=None, help="siglip mode: b (default: the model's)")
     runtime_args(p, batch=64, workers=4)
     add(p, "activation_dir", default=str(layout.activations_dir()),
         help="cache of activations and concept matrices; 'none' to disable")
@@ -291,9 +298,18 @@ def explanation_paths(args: argparse.Namespace) -> tuple[list[str], list[str] | 
     return [str(method_file(args.explanation_method, args.model, args.block))], [args.explanation_method]
 
 
-def neuron_data(args: argparse.Namespace):
-    """The ``NeuronDataConfig`` of the ``neuron_data_args`` flags."""
-    from ..neurons.activations import ConceptConfig, NeuronDataConfig
-    concepts = ConceptConfig(args.mode, args.superclasses, args.concept_set, args.clip_model, args.clip_weights)
+def neuron_data(args: argparse.Namespace, role: str = "explainer", concepts_list: list[str] | None = None):
+    """The ``NeuronDataConfig`` of the ``neuron_data_args`` flags; ``role`` (explainer or simulator)
+    picks the original's default SigLIP model."""
+    from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
+    from ..neurons.activations import CHECKPOINTS, EXPLAINER, SIMULATOR, ConceptConfig, NeuronDataConfig
+    model = args.clip_model or (DEFAULT_MODEL if args.mode != "siglip" else EXPLAINER if role == "explainer"
+                                else SIMULATOR)
+    weights = args.clip_weights or CHECKPOINTS.get(model, DEFAULT_WEIGHTS)
+    given = (args.sigmoid_a, args.sigmoid_b)
+    if (given[0] is None) != (given[1] is None):
+        raise UserError("--sigmoid_a and --sigmoid_b go together")
+    concepts = ConceptConfig(args.mode, args.superclasses, args.concept_set, model, weights,
+                             None if given[0] is None else given, tuple(concepts_list) if concepts_list else None)
     return NeuronDataConfig(args.block, args.pool_mode, concepts,
                             None if args.activation_dir == "none" else args.activation_dir)

@@ -7,8 +7,12 @@ Concept probabilities ``P(concept | image)``, ``(N, M)``:
   concept labels) and its class (12, named like ``red circle``), each 0 or 1;
   on an image folder: its class, plus superclasses from ``superclasses`` (a JSON file
   ``{"superclass": ["class folder", ...]}``), 0 or 1.
-- ``clip`` mode: CLIP's zero-shot probabilities over the concept set (softmax of its scaled
-  image-text cosine similarities), from an open_clip model with local weights.
+- ``siglip`` mode (the original's): ``sigmoid(a (cos + b))`` of each image-concept cosine
+  similarity, with the calibration ``(a, b)`` of the model (``SIGMOID``: the explainer
+  ViT-L-16-SigLIP-384 60, -0.09; the simulator ViT-SO400M-14-SigLIP-384 58, -0.13), from an
+  open_clip model with local weights.
+- ``clip`` mode (ours): CLIP's zero-shot probabilities over the concept set (softmax of its scaled
+  image-text cosine similarities).
 
 Activations and concept matrices are cached in ``activation_dir`` under a key of everything that
 affects them.
@@ -36,7 +40,14 @@ from .linear import split_indices
 if TYPE_CHECKING:
     from ..pipeline.session import Session
 
-MODES = ("label", "clip")
+MODES = ("label", "siglip", "clip")
+# The original's calibration of each image-text model: P = sigmoid(a (cos + b)), and its weights.
+SIGMOID = {"ViT-SO400M-14-SigLIP-384": (58.0, -0.13), "ViT-L-16-SigLIP-384": (60.0, -0.09),
+           "ViT-L-14-336": (58.0, -0.25)}
+CHECKPOINTS = {"ViT-SO400M-14-SigLIP-384": "webli", "ViT-L-16-SigLIP-384": "webli", "ViT-L-16-SigLIP-256": "webli",
+               "ViT-B-16-SigLIP-384": "webli", "ViT-g-14": "laion2b_s34b_b88k", "ViT-L-14-336": "openai",
+               "ViT-B-16": "openai"}
+EXPLAINER, SIMULATOR = "ViT-L-16-SigLIP-384", "ViT-SO400M-14-SigLIP-384"   # the original's --clip_name defaults
 POOL_MODES = (*POOLS, "first")     # Linear-Explanations' --pool_mode: first is a token layer's class token
 SPLIT = "70/10/20"          # train/val/test fractions of split_indices, recorded in the manifests
 
@@ -52,10 +63,18 @@ class ConceptConfig:
     concept_set: str | None = None
     clip_model: str = DEFAULT_MODEL
     clip_weights: str = DEFAULT_WEIGHTS
+    sigmoid: tuple[float, float] | None = None     # siglip mode: (a, b); None: SIGMOID[clip_model]
+    concepts: tuple[str, ...] | None = None         # the concepts themselves, instead of a concept_set file
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "siglip" and self.calibration() is None:
+            raise UserError(f"--mode siglip has no calibration for {self.clip_model}: pass --sigmoid_a and "
+                            f"--sigmoid_b (the original's: {', '.join(f'{m} {a:g}, {b:g}' for m, (a, b) in SIGMOID.items())})")
+
+    def calibration(self) -> tuple[float, float] | None:
+        return self.sigmoid or SIGMOID.get(self.clip_model)
 
 
 @dataclass(frozen=True)
@@ -133,7 +152,8 @@ def label_concepts(images: Images, superclasses: str | None) -> tuple[np.ndarray
 
 def default_concept_set(source: Source) -> list[str]:
     if not isinstance(source, ConceptWorld):
-        raise UserError("--mode clip needs --concept_set FILE (one concept per line) for this data set")
+        raise UserError("--mode siglip or clip needs --concept_set FILE (one concept per line) for this data set; "
+                        "the original's are data/concept_sets/combined_concepts_<imagenet|places365|cifar100>.txt")
     return [n for _, n in concept_names()] + class_names(source)
 
 
@@ -146,9 +166,9 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
     except ValueError as e:
         raise UserError(f"--images {len(images)}: {e}") from None
     concepts = cfg.concepts
-    if concepts.mode == "clip":
-        concept_list = read_concepts(concepts.concept_set) if concepts.concept_set else \
-            default_concept_set(images.source)
+    if concepts.mode != "label":
+        concept_list = list(concepts.concepts) if concepts.concepts else read_concepts(concepts.concept_set) \
+            if concepts.concept_set else default_concept_set(images.source)
         clip = load_clip(concepts.clip_model, concepts.clip_weights, session.device)
     path = resolve_layer(session.spec, cfg.layer, session.model)
     w = session.loaded.weights
@@ -169,12 +189,14 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
         probs, names = arrays["p"], [str(n) for n in arrays["names"]]
         concept_cfg = {"mode": "label", "superclasses": concepts.superclasses}
     else:
-        concept_key = {**images_key, "mode": "clip", "clip": clip.info,
+        calibration = concepts.calibration() if concepts.mode == "siglip" else None
+        concept_key = {**images_key, "mode": concepts.mode, "clip": clip.info, "sigmoid": calibration,
                        "concepts_sha256": hashlib.sha256("\n".join(concept_list).encode()).hexdigest()}
         probs = cache.cached(cfg.activation_dir, "le_concepts", concept_key, lambda: {"p": clip_probabilities(
-            clip, session.loader(transform=clip.preprocess), concept_list)})["p"]
+            clip, session.loader(transform=clip.preprocess), concept_list, calibration)})["p"]
         names = concept_list
-        concept_cfg = {"mode": "clip", "clip": clip.info, "concepts": concept_list}
+        concept_cfg = {"mode": concepts.mode, "clip": clip.info, "concepts": concept_list,
+                       **({"sigmoid": list(calibration)} if calibration else {})}
     config = {**session.config(), "layer": path, "pool_mode": cfg.pool_mode, "split": SPLIT, **concept_cfg}
     return NeuronData(images, cfg.layer, path, torch.from_numpy(np.asarray(acts, dtype=np.float64)),
                       torch.from_numpy(np.asarray(probs, dtype=np.float64)), names, split, config)
@@ -187,13 +209,23 @@ def _file_key(path: str | None) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else str(p)
 
 
+def siglip_probabilities(cos: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """The original's SigLIP concept probabilities: ``sigmoid(a (cos + b))`` of cosine similarities."""
+    return torch.sigmoid(a * (cos + b))
+
+
 @torch.no_grad()
-def clip_probabilities(clip: Clip, loader: Iterable, concepts: list[str]) -> np.ndarray:
-    """``(N, M)`` CLIP's zero-shot probabilities: softmax over concepts of scaled cosine similarities,
-    for batches ``(x (B, 3, S, S) in CLIP's preprocessing, labels, indices)``."""
+def clip_probabilities(clip: Clip, loader: Iterable, concepts: list[str],
+                       calibration: tuple[float, float] | None = None) -> np.ndarray:
+    """``(N, M)`` concept probabilities of batches ``(x (B, 3, S, S) in CLIP's preprocessing, labels,
+    indices)``: with ``calibration (a, b)`` the siglip mode's ``siglip_probabilities`` of the
+    image-concept cosine similarities, else CLIP's zero-shot softmax over concepts of the scaled
+    similarities (clip mode)."""
     from tqdm import tqdm
     text = clip.encode_texts(concepts)
     scale = clip.model.logit_scale.exp().float() if hasattr(clip.model, "logit_scale") else torch.tensor(100.0)
-    out = [torch.softmax(scale * clip.encode_images(x) @ text.T, dim=1)
-           for x, _, _ in tqdm(loader, desc="CLIP concept probabilities", unit="batch")]
+    out = []
+    for x, _, _ in tqdm(loader, desc="concept probabilities", unit="batch"):
+        cos = clip.encode_images(x) @ text.T
+        out.append(siglip_probabilities(cos, *calibration) if calibration else torch.softmax(scale * cos, dim=1))
     return torch.cat(out).cpu().numpy()

@@ -90,6 +90,15 @@ def read_explanations(path: str | Path, layer_names: set[str], names: list[str],
     return Simulator(method, units, missing)
 
 
+def concepts_of(path: str | Path) -> list[str]:
+    """Every concept an explanation file names (its linear explanations' or descriptions'), in
+    first-seen order: what a SigLIP or CLIP simulator must score, as the original encodes each."""
+    frame = artifacts.read_csv(path, (EXPLANATION_LEAD[1],), "explanation file")
+    cells = [frame[concept_column(i)] for i in concept_indices(frame.columns)] or \
+        ([frame[DESCRIPTION]] if DESCRIPTION in frame else [])
+    return list(dict.fromkeys(str(c).strip() for col in cells for c in col if _named(c)))
+
+
 def _named(cell) -> bool:
     """A filled concept slot: a name, not the original's 0 or an empty cell."""
     return isinstance(cell, str) and cell.strip() not in ("", "0")

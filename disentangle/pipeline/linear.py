@@ -156,7 +156,8 @@ def explain(session: Session, data: NeuronDataConfig, fit: FitConfig, out: str |
 
 
 # What simulates the explanations, by concept mode: never to be read as the paper's SigLIP simulation.
-SIMULATORS = {"label": "labels (label protocol)", "clip": "CLIP softmax (clip protocol)"}
+SIMULATORS = {"label": "labels (label protocol)", "siglip": "SigLIP sigmoid probabilities (the original's protocol)",
+              "clip": "CLIP softmax (clip protocol)"}
 EXPLANATION_METHODS = ("le_label", "le_siglip", "net_dissect", "milan", "clip_dissect")
 # Where the Linear-Explanations release keeps each method's published explanations.
 RELEASE_DIRS = {"le_label": "results/ours/LE_label", "le_siglip": "results/ours/LE_siglip",
