@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     paths, names = cli.explanation_paths(args)
     files = explanation_files(paths, args.names.split(",") if args.names else names)
     # A SigLIP (or CLIP) simulator scores exactly the explanations' concepts, as the original does.
-    concepts = None if args.mode == "label" or args.concept_set else \
+    concepts = None if cli.concept_mode(args) == "label" or args.concept_set else \
         list(dict.fromkeys(c for f in files.values() for c in concepts_of(f)))
     data = cli.neuron_data(args, "simulator", concepts)
     session = setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args), args.seed)

@@ -162,3 +162,37 @@ def test_siglip_mode_end_to_end_with_a_small_model(tmp_path, tiny, tiny_clip, ca
     assert simulate_correlation.main([*common, str(path), "--output_dir", str(tmp_path / "sim")]) == 0
     assert "SigLIP sigmoid probabilities" in capsys.readouterr().out
     assert pd.read_csv(path)["sim correlation"].between(-1, 1).all()
+
+
+def toy_model():
+    """A 1x1 convolution, spatial mean, linear classifier: ResNet's layer4 -> avgpool -> fc in small."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3))
+    return model.eval().requires_grad_(False)
+
+
+def test_ablation_levels_as_the_original():
+    from disentangle.neurons import simulation
+    model = toy_model()
+    x, y = torch.randn(40, 3, 6, 6), torch.arange(40) % 3
+    with torch.no_grad():
+        real = model[0](x).mean((2, 3))                                 # (N, 4) pooled activations
+    units = [1, 3]
+    # A perfect explanation: the optim mode keeps c = 1, d = 0 and no loss changes.
+    c, d = simulation.optim_levels(model, "0", x, y, units, real[:, units].T.double(), "avg", chunk=2)
+    assert c.tolist() == [1.0, 1.0] and d.tolist() == [0.0, 0.0]
+    deltas = simulation.ablation_deltas(model, "0", x, y, units, {"sim": real[:, units].T}, "avg", 2, 1.1)
+    assert deltas["sim"].max() < 1e-5
+    # A shifted and scaled one: the fitted c, d undo part of it, lowering the loss change.
+    sim = (2 * real[:, units] + 1).T.double()
+    c, d = simulation.optim_levels(model, "0", x, y, units, sim, "avg", chunk=2)
+    before = simulation.ablation_deltas(model, "0", x, y, units, {"s": sim.float()}, "avg", 2, 1.1)["s"].sum(1)
+    after = simulation.ablation_deltas(model, "0", x, y, units, {"s": (c[:, None] * sim + d[:, None]).float()},
+                                       "avg", 2, 1.1)["s"].sum(1)
+    assert (after < before).all() and (c < 1).all() and (d < 0).all()
+    # norm: the z-scored simulation rescaled to the validation mean, std and correlation.
+    val, test = real[:20, units].double(), real[20:, units].double()
+    got = simulation.norm_levels(2 * val + 1, val, 2 * test + 1)
+    z = (test - test.mean(0)) / test.std(0)
+    torch.testing.assert_close(got, z * val.std(0) + val.mean(0))

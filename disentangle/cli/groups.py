@@ -234,9 +234,11 @@ def figure_config(args: argparse.Namespace) -> EvalConfig:
                       mask_value=args.mask_value, target="pred")
 
 
-def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
+def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200, concept_flag: str = "mode") -> None:
     """The model, layer, images and concepts of the linear-explanation stages (explain_neurons.py,
-    simulate_*.py), their runtime flags, ``--activation_dir`` and ``--seed``."""
+    simulate_*.py), their runtime flags, ``--activation_dir`` and ``--seed``. ``concept_flag``: the
+    name of the concept-source flag (simulate_ablation.py's ``--mode`` is the original's ablation
+    mode, so its concepts come from ``--simulator``)."""
     from ..core.clip import DEFAULT_MODEL
     from ..neurons.activations import EXPLAINER, MODES, POOL_MODES, SIMULATOR
     g = p.add_argument_group("model, layer and data")
@@ -252,7 +254,7 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200) -> None:
     add(g, "pool_mode", choices=POOL_MODES, default="avg",
         help="a neuron's activation per image: spatial (or token) mean or max; first: a token layer's class token")
     c = p.add_argument_group("concepts")
-    add(c, "mode", choices=MODES, default="label",
+    add(c, concept_flag, choices=MODES, default="label",
         help="label: concept probabilities from labels; siglip: sigmoid(a (cos + b)) of a SigLIP model's "
              "image-concept similarities (the original's); clip: an open_clip model's softmax over the concepts (ours)")
     add(c, "superclasses", default=None,
@@ -298,18 +300,24 @@ def explanation_paths(args: argparse.Namespace) -> tuple[list[str], list[str] | 
     return [str(method_file(args.explanation_method, args.model, args.block))], [args.explanation_method]
 
 
+def concept_mode(args: argparse.Namespace) -> str:
+    """The concept source of ``neuron_data_args``: ``--mode``, or ``--simulator`` where ``--mode`` is taken."""
+    return getattr(args, "simulator", None) or args.mode
+
+
 def neuron_data(args: argparse.Namespace, role: str = "explainer", concepts_list: list[str] | None = None):
     """The ``NeuronDataConfig`` of the ``neuron_data_args`` flags; ``role`` (explainer or simulator)
     picks the original's default SigLIP model."""
     from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
     from ..neurons.activations import CHECKPOINTS, EXPLAINER, SIMULATOR, ConceptConfig, NeuronDataConfig
-    model = args.clip_model or (DEFAULT_MODEL if args.mode != "siglip" else EXPLAINER if role == "explainer"
+    mode = concept_mode(args)
+    model = args.clip_model or (DEFAULT_MODEL if mode != "siglip" else EXPLAINER if role == "explainer"
                                 else SIMULATOR)
     weights = args.clip_weights or CHECKPOINTS.get(model, DEFAULT_WEIGHTS)
     given = (args.sigmoid_a, args.sigmoid_b)
     if (given[0] is None) != (given[1] is None):
         raise UserError("--sigmoid_a and --sigmoid_b go together")
-    concepts = ConceptConfig(args.mode, args.superclasses, args.concept_set, model, weights,
+    concepts = ConceptConfig(mode, args.superclasses, args.concept_set, model, weights,
                              None if given[0] is None else given, tuple(concepts_list) if concepts_list else None)
     return NeuronDataConfig(args.block, args.pool_mode, concepts,
                             None if args.activation_dir == "none" else args.activation_dir)

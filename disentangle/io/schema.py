@@ -170,7 +170,9 @@ ABLATION_COLUMNS = ("layer", "unit", "sum_abs_dce_simulated", "sum_abs_dce_mean"
 @dataclass
 class AblationResult:
     """ablation.json: the overall ablation score of one explanation file."""
-    score: float                   # 1 - sum_abs_dce_simulated / sum_abs_dce_mean
+    score: float                   # optim / norm: mean over units of their scores; pooled: 1 - Σ simulated / Σ mean
+    mode: str                      # optim, norm (the original's) or pooled (ours)
+    sem: float                     # standard error of the per-unit scores (std / √n)
     units: int                     # units simulated
     not_simulated: list[int]       # units whose description is not among the concepts
     test_images: int

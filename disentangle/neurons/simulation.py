@@ -134,13 +134,17 @@ def level_hook(units: torch.Tensor, level: torch.Tensor, pool: str, replicas: in
 
 @torch.no_grad()
 def ablation_deltas(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, units: list[int],
-                    levels: dict[str, torch.Tensor], pool: str, chunk: int) -> dict[str, torch.Tensor]:
-    """``|ΔCE|`` per unit and image, ``(U, N)``, for each named level replacement ``(U, N)``.
+                    levels: dict[str, torch.Tensor], pool: str, chunk: int, temperature: float = 1.0
+                    ) -> dict[str, torch.Tensor]:
+    """``|ΔCE|`` per unit and image, ``(U, N)``, for each named level replacement ``(U, N)``, the
+    cross-entropy of the logits divided by ``temperature`` (the original calibrates with 1.1).
 
-    ``x (N, 3, S, S)`` test images and ``y (N,)`` labels on the model's device; ``chunk`` units
-    are processed per forward pass (the images repeated once per unit).
+    ``x (N, 3, S, S)`` images and ``y (N,)`` labels on the model's device; ``chunk`` units are
+    processed per forward pass (the images repeated once per unit). For a layer whose spatial mean
+    feeds a linear classifier (ResNet's ``layer4``) this is the original's ``fc(acts) / T`` with the
+    unit's pooled activation replaced.
     """
-    base = F.cross_entropy(model(x), y, reduction="none")
+    base = F.cross_entropy(model(x) / temperature, y, reduction="none")
     out = {k: torch.zeros(len(units), len(x), dtype=torch.float64) for k in levels}
     u_all = torch.tensor(units, device=x.device)
     for s in tqdm(range(0, len(units), chunk), desc="ablation", unit="chunk"):
@@ -149,6 +153,45 @@ def ablation_deltas(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch
         xr, yr = x.repeat(r, 1, 1, 1), y.repeat(r)
         for name, lv in levels.items():
             with hooks(model, [(path, level_hook(uc, lv[s:s + chunk].to(x.device), pool, r))]):
-                ce = F.cross_entropy(model(xr), yr, reduction="none").reshape(r, -1)
+                ce = F.cross_entropy(model(xr) / temperature, yr, reduction="none").reshape(r, -1)
             out[name][s:s + r] = (ce - base).abs().double().cpu()
     return out
+
+
+def optim_levels(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, units: list[int],
+                 sim: torch.Tensor, pool: str, chunk: int, temperature: float = 1.1, steps: int = 100,
+                 lr: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original's ``optim`` mode: per unit, ``c, d`` (from 1 and 0) of the level ``c s + d``
+    that minimise ``Σ|ΔCE|`` over the validation images ``x (N, ...)``, ``y (N,)``, by ``steps``
+    Adam steps at ``lr``; ``sim (U, N)`` the simulated activations. Units are fitted ``chunk`` at a
+    time; Adam is elementwise, so this equals fitting each unit alone. Returns ``c, d`` ``(U,)``."""
+    with torch.no_grad():
+        base = F.cross_entropy(model(x) / temperature, y, reduction="none")
+    cs, ds = [], []
+    u_all = torch.tensor(units, device=x.device)
+    for s in tqdm(range(0, len(units), chunk), desc="ablation: fit c, d", unit="chunk"):
+        uc, sc = u_all[s:s + chunk], sim[s:s + chunk].to(x.device).float()
+        r = len(uc)
+        c = torch.ones(r, device=x.device, requires_grad=True)
+        d = torch.zeros(r, device=x.device, requires_grad=True)
+        opt = torch.optim.Adam([c, d], lr=lr)
+        xr, yr = x.repeat(r, 1, 1, 1), y.repeat(r)
+        for _ in range(steps):
+            opt.zero_grad()
+            with hooks(model, [(path, level_hook(uc, c[:, None] * sc + d[:, None], pool, r))]):
+                ce = F.cross_entropy(model(xr) / temperature, yr, reduction="none").reshape(r, -1)
+            (ce - base).abs().sum().backward()
+            opt.step()
+        cs.append(c.detach().cpu())
+        ds.append(d.detach().cpu())
+    return torch.cat(cs).double(), torch.cat(ds).double()
+
+
+def norm_levels(sim_val: torch.Tensor, real_val: torch.Tensor, sim_test: torch.Tensor) -> torch.Tensor:
+    """The original's ``norm`` mode: the test simulation ``sim_test (N_test, U)`` z-scored (over the
+    test images), times the validation activations' std and the validation correlation of simulation
+    and activation, plus their mean -> ``(N_test, U)``."""
+    def z(t: torch.Tensor) -> torch.Tensor:       # a constant column scores 0, not NaN
+        return torch.nan_to_num((t - t.mean(0)) / t.std(0), nan=0.0, posinf=0.0, neginf=0.0)
+    corr = (z(sim_val) * z(real_val)).sum(0) / (len(sim_val) - 1)
+    return z(sim_test) * real_val.std(0) * corr + real_val.mean(0)

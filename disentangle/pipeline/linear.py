@@ -13,7 +13,7 @@ import torch
 from ..core.errors import UserError
 from ..core.layers import layer_width, resolve_layer
 from ..io import artifacts, layout
-from ..io.schema import (ABLATION_COLUMNS, BIAS, CORRELATION_COLUMNS, EXPLANATION_LEAD, SIM_CORRELATION,
+from ..io.schema import (ABLATION_COLUMNS, BIAS, CORRELATION_COLUMNS, EXPLANATION_LEAD, SIM_ABLATION, SIM_CORRELATION,
                          SIMULATION_SUMMARY_COLUMNS, AblationResult, concept_column, weight_column)
 from ..neurons import linear as le, simulation
 from ..neurons.activations import NeuronData, NeuronDataConfig, load_activations
@@ -242,6 +242,9 @@ def simulate_correlation(session: Session, data: NeuronDataConfig, files: dict[s
     return Simulation(out, frame, table)
 
 
+ABLATION_MODES = ("optim", "norm", "pooled")
+
+
 @dataclass
 class Ablation:
     folder: Path
@@ -251,47 +254,75 @@ class Ablation:
 
 
 def simulate_ablation(session: Session, data: NeuronDataConfig, explanations: str | Path, unit_chunk: int = 8,
-                      out: str | Path | None = None) -> Ablation:
+                      out: str | Path | None = None, mode: str = "optim", temperature: float = 1.1,
+                      write: bool = True) -> Ablation:
     """Ablation score of an explanation file (see ``neurons.simulation``) on the test split, into
     ``out`` (default ``layout.simulation_dir(..., ablation=True)``): ``ablation.csv``,
-    ``ablation.json``, ``manifest.json``. ``unit_chunk`` units are ablated per forward pass."""
+    ``ablation.json``, ``manifest.json``; ``unit_chunk`` units are ablated per forward pass.
+
+    ``mode``: the original's ``optim`` (the simulated level ``c s + d`` with ``c, d`` fitted by Adam
+    to minimise Σ|ΔCE| on the validation split) or ``norm`` (the z-scored simulation scaled by the
+    validation std and correlation, plus the validation mean), both against the validation mean and
+    scored as the mean over units of ``1 - Σ|ΔCE_sim| / Σ|ΔCE_mean|`` (written back into the file's
+    ``sim ablation(<mode>)`` column with ``write``); or our ``pooled`` (least-squares scaling on the
+    validation split, the train mean, one ratio over all units). Logits are divided by
+    ``temperature`` (the original's 1.1)."""
     if unit_chunk < 1:
         raise UserError("--unit_chunk must be at least 1")
+    if mode not in ABLATION_MODES:
+        raise UserError(f"--ablation_mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}")
+    if not temperature > 0:
+        raise UserError(f"--calibration_temp must be positive, got {temperature}")
     d = load_activations(session, data)
     sim = simulation.read_explanations(explanations, {d.layer, d.path}, d.names, d.config)
     units, s_all = simulation.simulated(d.concepts, sim)
     pos = {k: torch.from_numpy(v) for k, v in d.split.items()}
     real = d.acts[:, units]
-    a, b = simulation.fit_scale(s_all[pos["val"]], real[pos["val"]])
-    level_sim = (a * s_all + b)[pos["test"]].T.float()                        # (U, N_test)
-    level_mean = real[pos["train"]].mean(0)[:, None].expand_as(level_sim).float()
+    loader = {k: session.loader(indices=d.images.indices[d.split[k]]) for k in ("val", "test")}
+    if mode == "optim":
+        x_val, y_val = (torch.cat(t) for t in zip(*((x, y) for x, y, _ in loader["val"])))
+        c, dd = simulation.optim_levels(session.model, d.path, x_val.to(session.device), y_val.to(session.device),
+                                        units, s_all[pos["val"]].T, data.pool_mode, unit_chunk, temperature)
+        level_sim = (c[:, None] * s_all[pos["test"]].T + dd[:, None]).float()              # (U, N_test)
+    elif mode == "norm":
+        level_sim = simulation.norm_levels(s_all[pos["val"]], real[pos["val"]], s_all[pos["test"]]).T.float()
+    else:
+        a, b = simulation.fit_scale(s_all[pos["val"]], real[pos["val"]])
+        level_sim = (a * s_all + b)[pos["test"]].T.float()
+    baseline = real[pos["train" if mode == "pooled" else "val"]].mean(0)
+    level_mean = baseline[:, None].expand_as(level_sim).float()
 
     totals = {"simulated": torch.zeros(len(units), dtype=torch.float64),
               "mean": torch.zeros(len(units), dtype=torch.float64)}
-    test_idx = d.images.indices[d.split["test"]]
     start = 0
-    for x, y, _ in session.loader(indices=test_idx):
+    for x, y, _ in loader["test"]:
         n = len(x)
         levels = {"simulated": level_sim[:, start:start + n], "mean": level_mean[:, start:start + n]}
         deltas = simulation.ablation_deltas(session.model, d.path, x.to(session.device), y.to(session.device),
-                                            units, levels, data.pool_mode, unit_chunk)
+                                            units, levels, data.pool_mode, unit_chunk,
+                                            1.0 if mode == "pooled" else temperature)
         for k in totals:
             totals[k] += deltas[k].sum(1)
         start += n
-    result = AblationResult(1 - totals["simulated"].sum().item() / max(totals["mean"].sum().item(), 1e-12),
-                            len(units), sim.missing, len(test_idx), totals["simulated"].sum().item(),
+    per_score = 1 - totals["simulated"] / totals["mean"].clamp_min(1e-12)
+    score = float(per_score.mean()) if mode != "pooled" else \
+        1 - totals["simulated"].sum().item() / max(totals["mean"].sum().item(), 1e-12)
+    sem = float(per_score.std(unbiased=False) / len(units) ** 0.5) if len(units) else float("nan")
+    result = AblationResult(score, mode, sem, len(units), sim.missing, start, totals["simulated"].sum().item(),
                             totals["mean"].sum().item())
     layer_col, unit_col, simulated_col, mean_col, score_col = ABLATION_COLUMNS
     per_unit = pd.DataFrame({layer_col: d.layer, unit_col: units, simulated_col: totals["simulated"].numpy(),
-                             mean_col: totals["mean"].numpy()})
-    per_unit[score_col] = 1 - per_unit[simulated_col] / per_unit[mean_col].clip(lower=1e-12)
+                             mean_col: totals["mean"].numpy(), score_col: per_score.numpy()})
     out = Path(out or layout.simulation_dir(session.spec.name, data.layer, data.concepts.mode, ablation=True))
     inputs = {"explanations": str(Path(explanations).resolve())}
-    manifest = artifacts.make_manifest("simulate_ablation", {**d.config, **inputs},
+    manifest = artifacts.make_manifest("simulate_ablation", {**d.config, **inputs, "ablation_mode": mode,
+                                                            "calibration_temp": temperature},
                                        {"device": str(session.device), "batch_size": session.runtime.batch_size},
                                        inputs)
     artifacts.open_derived(out, manifest)
     artifacts.write_csv(out / "ablation.csv", per_unit)
     artifacts.write_json(out / "ablation.json", asdict(result))
     artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
+    if write and mode in SIM_ABLATION:
+        write_back(Path(explanations), SIM_ABLATION[mode], dict(zip(units, per_score.tolist())))
     return Ablation(out, sim.method, per_unit, result)
