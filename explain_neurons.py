@@ -9,9 +9,7 @@ ranks the candidates, a windowed greedy search with Adam fits); see disentangle/
 from __future__ import annotations
 
 from disentangle import cli
-from disentangle.io.schema import BIAS, EXPLANATION_LEAD, concept_column, weight_column
-from disentangle.pipeline.linear import CANDIDATES, FITS, SEARCHES, FitConfig, explain
-from disentangle.pipeline.session import setup
+from disentangle.pipeline.linear import CANDIDATES, FITS, SEARCHES, FitConfig
 
 
 def parser() -> cli.Parser:
@@ -47,26 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     fit = FitConfig(args.start_neuron, args.end_neuron, args.max_length, args.tolerance, args.search, args.fit,
                     args.candidates_from, args.glm_lambda, args.glm_neuron_batch, args.width, args.candidates,
                     args.alpha)
-    data = cli.neuron_data(args)
-    session = setup(args.model, args.weights, args.data, args.images, args.data_root, cli.runtime(args), args.seed)
-    outcome = explain(session, data, fit, args.output_dir, args.overwrite)
-    if outcome.skipped:
-        print(f"{outcome.path} already holds these explanations; nothing to do")
-        return 0
-    frame = outcome.table
-    _, unit, val_corr = EXPLANATION_LEAD
-    corr = frame[val_corr]
-    slots = [concept_column(i) for i in range(fit.max_length)]
-    lengths = frame[slots].map(lambda c: isinstance(c, str)).sum(axis=1)
-    print(f"{len(frame)} neurons of {args.block}: validation correlation mean {corr.mean():.3f}, "
-          f"median {corr.median():.3f}; {lengths.mean():.1f} concepts per explanation")
-    for _, row in frame.sort_values(val_corr, ascending=False).head(5).iterrows():
-        terms = " + ".join(f"{row[weight_column(i)]:.2f}·{row[concept_column(i)]}"
-                           for i in range(fit.max_length) if isinstance(row[concept_column(i)], str))
-        print(f"  unit {row[unit]:>4}: r = {row[val_corr]:.3f}  {terms} {row[BIAS]:+.2f}")
-    print(f"-> {outcome.path}")
-    return 0
-
+    return cli.explain_and_report(args, fit)
 
 if __name__ == "__main__":
     raise SystemExit(main())

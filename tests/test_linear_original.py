@@ -196,3 +196,32 @@ def test_ablation_levels_as_the_original():
     got = simulation.norm_levels(2 * val + 1, val, 2 * test + 1)
     z = (test - test.mean(0)) / test.std(0)
     torch.testing.assert_close(got, z * val.std(0) + val.mean(0))
+
+
+def test_the_rest_of_the_network_after_a_layer(tiny):
+    from disentangle.core.hooks import capture
+    from disentangle.core.models import load_model
+    from disentangle.neurons.simulation import head_after
+    for model, path, size in ((tiny.model, "features.denseblock4", 56), (load_model("resnet18", "random").model,
+                                                                          "layer4", 64)):
+        head = head_after(model, path)
+        x = torch.randn(3, 3, size, size)
+        with torch.no_grad(), capture(model, [path]) as rec:
+            full = model(x)
+        torch.testing.assert_close(head(rec.outputs[path]), full)
+    assert head_after(tiny.model, "features.denseblock4.denselayer1") is None     # later layers read earlier maps
+
+
+def test_explanations_without_greedy_search(tmp_path, tiny):
+    import pandas as pd
+
+    import explain_neurons_no_gs
+    assert explain_neurons_no_gs.main(["--images", "240", "--end_neuron", "4", "--description_length", "3",
+                                       "--activation_dir", "none", "--result_dir", str(tmp_path)]) == 0
+    frame = pd.read_csv(tmp_path / "le_label_tiny_densenet_block_4.csv")
+    assert list(frame.columns) == ["layer", "unit", "val correlation", "weight0", "concept0", "weight1", "concept1",
+                                   "weight2", "concept2", "bias"]
+    assert frame[["concept0", "concept1", "concept2"]].map(lambda c: isinstance(c, str) and c != "0").all().all()
+    import json
+    manifest = json.loads((tmp_path / "le_label_tiny_densenet_block_4.manifest.json").read_text())
+    assert manifest["config"]["search"] == "none" and manifest["config"]["max_length"] == 3

@@ -321,3 +321,29 @@ def neuron_data(args: argparse.Namespace, role: str = "explainer", concepts_list
                              None if given[0] is None else given, tuple(concepts_list) if concepts_list else None)
     return NeuronDataConfig(args.block, args.pool_mode, concepts,
                             None if args.activation_dir == "none" else args.activation_dir)
+
+
+def explain_and_report(args: argparse.Namespace, fit) -> int:
+    """explain_neurons.py's and explain_neurons_no_gs.py's run: explain, then print a summary and
+    the best five explanations. Returns the exit status."""
+    from ..io.schema import BIAS, EXPLANATION_LEAD, concept_column, weight_column
+    from ..pipeline.linear import explain
+    from ..pipeline.session import setup
+    data = neuron_data(args)
+    session = setup(args.model, args.weights, args.data, args.images, args.data_root, runtime(args), args.seed)
+    outcome = explain(session, data, fit, args.output_dir, args.overwrite)
+    if outcome.skipped:
+        print(f"{outcome.path} already holds these explanations; nothing to do")
+        return 0
+    frame = outcome.table
+    _, unit, val_corr = EXPLANATION_LEAD
+    corr = frame[val_corr]
+    named = frame[[concept_column(i) for i in range(fit.max_length)]].map(lambda c: isinstance(c, str))
+    print(f"{len(frame)} neurons of {args.block}: validation correlation mean {corr.mean():.3f}, "
+          f"median {corr.median():.3f}; {named.sum(axis=1).mean():.1f} concepts per explanation")
+    for _, row in frame.sort_values(val_corr, ascending=False).head(5).iterrows():
+        terms = " + ".join(f"{row[weight_column(i)]:.2f}·{row[concept_column(i)]}"
+                           for i in range(fit.max_length) if isinstance(row[concept_column(i)], str))
+        print(f"  unit {row[unit]:>4}: r = {row[val_corr]:.3f}  {terms} {row[BIAS]:+.2f}")
+    print(f"-> {outcome.path}")
+    return 0

@@ -332,6 +332,20 @@ def windowed_search(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.T
     return [Explanation(selected[u], best[u][1], best[u][2], best[u][0]) for u in range(u_count)]
 
 
+def top_explanations(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                     ranked: torch.Tensor, length: int = 5, fit: str = "adam", seed: int = 0) -> list[Explanation]:
+    """The original's explanations without greedy search (explain_neurons_no_gs.py): each neuron's
+    first ``length`` concepts of its ranking, fitted once (``fit``) on the train split and scored on
+    the validation split; all neurons in one batch."""
+    sets = ranked[:, :length]
+    units = torch.arange(ranked.shape[0], device=ranked.device)
+    train, val = RawMoments.of(x_train, y_train), Moments.of(x_val, y_val)
+    gen = torch.Generator().manual_seed(seed)
+    w, b = adam_fit(train, units, sets, gen) if fit == "adam" else exact_fit(train, units, sets)
+    corr = val_correlation(val, units, sets, w)
+    return [Explanation(sets[u].tolist(), w[u].tolist(), float(b[u]), float(corr[u])) for u in range(len(units))]
+
+
 def _window(ranking: list[int], taken: set[int], width: int) -> list[int]:
     out = []
     for c in ranking:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..io import artifacts
 from ..io.schema import BIAS, DESCRIPTION, EXPLANATION_LEAD, concept_column, concept_indices, weight_column
 from ..core.errors import UserError
-from ..core.hooks import hooks
+from ..core.hooks import capture, hooks
 from .linear import simulate
 
 
@@ -158,6 +158,39 @@ def ablation_deltas(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch
     return out
 
 
+def head_after(model: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    """The part of ``model`` after the module ``path``, as a module of that module's output (torch.fx,
+    with ``path`` traced as one leaf), or None where the rest of the network also reads earlier
+    activations (a layer inside a dense block) or the model does not trace. It lets a search that
+    changes only that output run the rest alone."""
+    import torch.fx as fx
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+            return qualname == path or super().is_leaf_module(m, qualname)
+    try:
+        graph = Tracer().trace(model)
+    except Exception:  # noqa: BLE001 - a model fx cannot trace keeps the full forward pass
+        return None
+    nodes = list(graph.nodes)
+    start = next((n for n in nodes if n.op == "call_module" and n.target == path), None)
+    if start is None:
+        return None
+    head = fx.Graph()
+    env = {start: head.placeholder("layer_output")}
+    for n in nodes[nodes.index(start) + 1:]:
+        inputs = n.all_input_nodes
+        if n.op == "get_attr" or (inputs and all(i in env for i in inputs)):
+            env[n] = head.node_copy(n, lambda i: env[i])
+        elif inputs and any(i in env for i in inputs):
+            return None                                    # mixes the layer's output with earlier activations
+        elif n.op == "output":
+            return None
+    if not any(n.op == "output" for n in head.nodes):
+        return None
+    return fx.GraphModule(model, head)
+
+
 def optim_levels(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, units: list[int],
                  sim: torch.Tensor, pool: str, chunk: int, temperature: float = 1.1, steps: int = 100,
                  lr: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,8 +198,14 @@ def optim_levels(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch.Te
     that minimise ``Σ|ΔCE|`` over the validation images ``x (N, ...)``, ``y (N,)``, by ``steps``
     Adam steps at ``lr``; ``sim (U, N)`` the simulated activations. Units are fitted ``chunk`` at a
     time; Adam is elementwise, so this equals fitting each unit alone. Returns ``c, d`` ``(U,)``."""
+    head = head_after(model, path)
     with torch.no_grad():
-        base = F.cross_entropy(model(x) / temperature, y, reduction="none")
+        if head is not None:        # the layer's output once; each step then runs only the rest
+            with capture(model, [path]) as rec:
+                base = F.cross_entropy(model(x) / temperature, y, reduction="none")
+            layer_out = rec.outputs[path]
+        else:
+            base = F.cross_entropy(model(x) / temperature, y, reduction="none")
     cs, ds = [], []
     u_all = torch.tensor(units, device=x.device)
     for s in tqdm(range(0, len(units), chunk), desc="ablation: fit c, d", unit="chunk"):
@@ -175,11 +214,17 @@ def optim_levels(model: torch.nn.Module, path: str, x: torch.Tensor, y: torch.Te
         c = torch.ones(r, device=x.device, requires_grad=True)
         d = torch.zeros(r, device=x.device, requires_grad=True)
         opt = torch.optim.Adam([c, d], lr=lr)
-        xr, yr = x.repeat(r, 1, 1, 1), y.repeat(r)
+        yr = y.repeat(r)
+        inputs = layer_out.repeat(r, *[1] * (layer_out.dim() - 1)) if head is not None else x.repeat(r, 1, 1, 1)
         for _ in range(steps):
             opt.zero_grad()
-            with hooks(model, [(path, level_hook(uc, c[:, None] * sc + d[:, None], pool, r))]):
-                ce = F.cross_entropy(model(xr) / temperature, yr, reduction="none").reshape(r, -1)
+            hook = level_hook(uc, c[:, None] * sc + d[:, None], pool, r)
+            if head is not None:
+                logits = head(hook(None, None, inputs))
+            else:
+                with hooks(model, [(path, hook)]):
+                    logits = model(inputs)
+            ce = F.cross_entropy(logits / temperature, yr, reduction="none").reshape(r, -1)
             (ce - base).abs().sum().backward()
             opt.step()
         cs.append(c.detach().cpu())

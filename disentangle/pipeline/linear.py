@@ -20,7 +20,7 @@ from ..neurons.activations import NeuronData, NeuronDataConfig, load_activations
 from .session import Session
 
 
-SEARCHES, FITS, CANDIDATES = ("original", "exhaustive"), ("adam", "exact"), ("glm", "path")
+SEARCHES, FITS, CANDIDATES = ("original", "exhaustive", "none"), ("adam", "exact"), ("glm", "path")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class FitConfig:
     elastic net at ``glm_lambda`` (``candidates_from="glm"``), the windowed greedy search
     (``search="original"``, ``width`` concepts a step) with Adam fits (``fit="adam"``). Ours:
     ``candidates_from="path"`` (the ``candidates`` earliest on an elastic-net path) and
-    ``search="exhaustive"`` (every candidate each step, exact least squares)."""
+    ``search="exhaustive"`` (every candidate each step, exact least squares). ``search="none"`` is
+    the original's explain_neurons_no_gs.py: the first ``max_length`` concepts of the ranking, one fit."""
     start_neuron: int = 0
     end_neuron: int | None = None
     max_length: int = 10             # most concepts in one explanation
@@ -66,7 +67,7 @@ class FitConfig:
     def recorded(self) -> dict:
         """What the manifest records of the fit."""
         keys = ["max_length", "tolerance", "search", "candidates_from", "alpha"]
-        keys += ["fit", "width"] if self.search == "original" else []
+        keys += ["fit", "width"] if self.search == "original" else ["fit"] if self.search == "none" else []
         keys += ["glm_lambda"] if self.candidates_from == "glm" else ["candidates"]
         return {k: getattr(self, k) for k in keys}
 
@@ -124,7 +125,9 @@ def fit_explanations(data: NeuronData, units: range, fit: FitConfig, device: tor
                             for i in range(0, len(sel), fit.glm_neuron_batch)])
     else:
         ranked = le.candidates(le.elastic_net_path(x_train, y_train, alpha=fit.alpha), fit.candidates)
-    if fit.search == "original":
+    if fit.search == "none":
+        found = le.top_explanations(x_train, y_train, x_val, y_val, ranked, fit.max_length, fit.fit, seed)
+    elif fit.search == "original":
         found = le.windowed_search(x_train, y_train, x_val, y_val, ranked, fit.max_length, fit.tolerance, fit.width,
                                    fit.fit, seed)
     else:
