@@ -225,3 +225,30 @@ def test_explanations_without_greedy_search(tmp_path, tiny):
     import json
     manifest = json.loads((tmp_path / "le_label_tiny_densenet_block_4.manifest.json").read_text())
     assert manifest["config"]["search"] == "none" and manifest["config"]["max_length"] == 3
+
+
+def test_the_originals_split_files(tmp_path, tiny, capsys):
+    """Split files as the original ships them (1-D tensors of data-set indices) replace the seeded
+    split; the explanations' manifest records them, and bad files are one line."""
+    import json
+
+    import explain_neurons
+    from disentangle.data.images import dataset_images
+    from disentangle.neurons.activations import read_split
+    images = dataset_images("concepts", 120)
+    ids = images.indices.tolist()
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    for name, part in (("train", ids[:84]), ("val", ids[84:96]), ("test", ids[96:])):
+        torch.save(torch.tensor(part), folder / f"{name}_ids.pt")
+    split = read_split(folder, images.indices)
+    assert split["train"].tolist() == list(range(84)) and split["test"].tolist() == list(range(96, 120))
+    out = tmp_path / "le"
+    assert explain_neurons.main(["--images", "120", "--end_neuron", "2", "--split_dir", str(folder),
+                                 "--activation_dir", "none", "--result_dir", str(out)]) == 0
+    manifest = json.loads((out / "le_label_tiny_densenet_block_4.manifest.json").read_text())
+    assert manifest["config"]["split"].startswith("files ")
+    torch.save(torch.tensor([ids[0], 10**6]), folder / "test_ids.pt")
+    assert explain_neurons.main(["--images", "120", "--split_dir", str(folder), "--activation_dir", "none",
+                                 "--result_dir", str(tmp_path / "le2")]) == 2
+    assert "names image 1000000, which is not among the 120 images" in capsys.readouterr().err

@@ -273,6 +273,9 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200, concept_fla
     add(p, "activation_dir", default=str(layout.activations_dir()),
         help="cache of activations and concept matrices; 'none' to disable")
     add(p, "seed", type=int, default=0, help="seed of the train/val/test split")
+    add(p, "split_dir", default=None,
+        help="the original's split files (train_ids.pt, val_ids.pt, test_ids.pt, as its data/data_splits/<dataset>/) "
+             "instead of the seeded 70/10/20 split; they index the whole data set")
 
 
 def explanation_args(p: argparse.ArgumentParser, several: bool) -> None:
@@ -320,7 +323,7 @@ def neuron_data(args: argparse.Namespace, role: str = "explainer", concepts_list
     concepts = ConceptConfig(mode, args.superclasses, args.concept_set, model, weights,
                              None if given[0] is None else given, tuple(concepts_list) if concepts_list else None)
     return NeuronDataConfig(args.block, args.pool_mode, concepts,
-                            None if args.activation_dir == "none" else args.activation_dir)
+                            None if args.activation_dir == "none" else args.activation_dir, args.split_dir)
 
 
 def explain_and_report(args: argparse.Namespace, fit) -> int:

@@ -85,6 +85,7 @@ class NeuronDataConfig:
     pool_mode: str = "avg"
     concepts: ConceptConfig = field(default_factory=ConceptConfig)
     activation_dir: str | None = str(layout.activations_dir())
+    split_dir: str | None = None     # the original's train_ids.pt, val_ids.pt, test_ids.pt; None: seeded 70/10/20
 
     def __post_init__(self):
         if self.pool_mode not in POOL_MODES:
@@ -161,10 +162,14 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
     """Check every input, then compute (or read from the cache) the activations of ``cfg.layer``
     and the concepts of the session's images, split by the session's seed."""
     images = session.images
-    try:
-        split = split_indices(len(images), session.seed)
-    except ValueError as e:
-        raise UserError(f"--images {len(images)}: {e}") from None
+    if cfg.split_dir is not None:
+        split, split_record = read_split(cfg.split_dir, images.indices), f"files {_split_key(cfg.split_dir)}"
+    else:
+        try:
+            split = split_indices(len(images), session.seed)
+        except ValueError as e:
+            raise UserError(f"--images {len(images)}: {e}") from None
+        split_record = SPLIT
     concepts = cfg.concepts
     if concepts.mode != "label":
         concept_list = list(concepts.concepts) if concepts.concepts else read_concepts(concepts.concept_set) \
@@ -197,9 +202,45 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
         names = concept_list
         concept_cfg = {"mode": concepts.mode, "clip": clip.info, "concepts": concept_list,
                        **({"sigmoid": list(calibration)} if calibration else {})}
-    config = {**session.config(), "layer": path, "pool_mode": cfg.pool_mode, "split": SPLIT, **concept_cfg}
+    config = {**session.config(), "layer": path, "pool_mode": cfg.pool_mode, "split": split_record, **concept_cfg}
     return NeuronData(images, cfg.layer, path, torch.from_numpy(np.asarray(acts, dtype=np.float64)),
                       torch.from_numpy(np.asarray(probs, dtype=np.float64)), names, split, config)
+
+
+SPLIT_FILES = ("train_ids.pt", "val_ids.pt", "test_ids.pt")
+
+
+def read_split(folder: str | Path, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """The original's split files of ``folder`` (``train_ids.pt``, ``val_ids.pt``, ``test_ids.pt``:
+    1-D tensors of data-set indices, as its ``data/data_splits/<dataset>/``) as positions into the
+    chosen images ``indices``; one line if a file is missing or unreadable, the splits overlap, or
+    an id is not among the chosen images (the files index the whole data set: choose all of it)."""
+    folder = Path(folder)
+    where = {int(i): k for k, i in enumerate(indices)}
+    out, seen = {}, set()
+    for name, file in zip(("train", "val", "test"), SPLIT_FILES):
+        path = folder / file
+        if not path.is_file():
+            raise UserError(f"split file {path} not found (the original's data/data_splits/<dataset>/ holds "
+                            f"{', '.join(SPLIT_FILES)})")
+        try:
+            ids = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises several types for unreadable files
+            raise UserError(f"cannot read split file {path} ({str(e).splitlines()[0]})") from None
+        ids = [int(i) for i in torch.as_tensor(ids).reshape(-1)]
+        missing = [i for i in ids if i not in where]
+        if missing:
+            raise UserError(f"{path} names image {missing[0]}, which is not among the {len(indices)} images chosen; "
+                            f"the split files index the whole data set: choose all of it with --images")
+        if seen & set(ids):
+            raise UserError(f"{path} repeats images of another split (e.g. {sorted(seen & set(ids))[0]})")
+        seen |= set(ids)
+        out[name] = np.sort(np.array([where[i] for i in ids], dtype=np.int64))
+    return out
+
+
+def _split_key(folder: str | Path) -> str:
+    return hashlib.sha256(b"".join((Path(folder) / f).read_bytes() for f in SPLIT_FILES)).hexdigest()[:16]
 
 
 def _file_key(path: str | None) -> str | None:
