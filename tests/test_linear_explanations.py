@@ -220,3 +220,23 @@ def test_the_originals_files_and_flags(explained, tmp_path, monkeypatch, capsys)
     assert summary.loc[0, "sem correlation"] == pytest.approx(c.std(ddof=1) / len(c) ** 0.5)
     assert simulate_correlation.main(["--explanation_method", "milan"] + common) == 2
     assert "no milan explanations of tiny_densenet block_4" in capsys.readouterr().err
+
+
+def test_label_names_and_superclass_ids_as_the_originals_files(tmp_path):
+    """The original's <dataset>_labels_clean.txt (class names in class order) and
+    <dataset>_superclass_to_ids.json (class indices; '_' reads as a space)."""
+    from PIL import Image
+
+    from disentangle.core.errors import UserError
+    for c in ("n01", "n02", "n03"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / c / "0.png")
+    images = Images(ClassFolder(tmp_path / "img"), np.arange(3))
+    (tmp_path / "labels.txt").write_text("tench\ngoldfish\ngreat white shark\n")
+    (tmp_path / "sup.json").write_text(json.dumps({"fish_like": [0, 1, 2], "small_fish": [0, 1]}))
+    x, names = label_concepts(images, str(tmp_path / "sup.json"), str(tmp_path / "labels.txt"))
+    assert names == ["tench", "goldfish", "great white shark", "fish like", "small fish"]
+    np.testing.assert_array_equal(x, [[1, 0, 0, 1, 1], [0, 1, 0, 1, 1], [0, 0, 1, 1, 0]])
+    (tmp_path / "labels.txt").write_text("tench\ngoldfish\n")
+    with pytest.raises(UserError, match="names 2 classes, the data has 3"):
+        label_concepts(images, None, str(tmp_path / "labels.txt"))

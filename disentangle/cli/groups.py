@@ -258,9 +258,12 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200, concept_fla
         help="label: concept probabilities from labels; siglip: sigmoid(a (cos + b)) of a SigLIP model's "
              "image-concept similarities (the original's); clip: an open_clip model's softmax over the concepts (ours)")
     add(c, "superclasses", default=None,
-        help="label mode on an image folder: JSON {superclass: [class folder, ...]} added as concepts")
+        help="label mode on an image folder: JSON {superclass: [class folder or class index, ...]} added as "
+             "concepts (the original's data/concept_sets/<dataset>_superclass_to_ids.json)")
     add(c, "concept_set", default=None,
-        help="clip mode: concept list, one per line (default: the concept world's concepts and classes)")
+        help="siglip / clip mode: concept list, one per line (default: the concept world's concepts and classes); "
+             "label mode on an image folder: the class names, one per line in class order (the original's "
+             "data/concept_sets/<dataset>_labels_clean.txt)")
     add(c, "clip_model", default=None,
         help=f"siglip / clip mode: open_clip model name or local-dir:FOLDER (default: siglip {EXPLAINER} to "
              f"explain, {SIMULATOR} to simulate, as the original; clip {DEFAULT_MODEL})")

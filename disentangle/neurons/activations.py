@@ -121,19 +121,36 @@ def class_names(source: Source) -> list[str]:
     return list(source.classes)
 
 
-def label_concepts(images: Images, superclasses: str | None) -> tuple[np.ndarray, list[str]]:
-    """``(N, M)`` 0/1 concept labels of the images and their names (see module doc)."""
+def label_concepts(images: Images, superclasses: str | None, class_file: str | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
+    """``(N, M)`` 0/1 concept labels of the images and their names (see module doc).
+
+    On an image folder the classes are named by ``class_file`` (one name per line in class order,
+    as the original's ``<dataset>_labels_clean.txt``) or by their folders; ``superclasses`` (JSON
+    ``{"superclass": [class, ...]}``, each class a folder name or a class index, as the original's
+    ``<dataset>_superclass_to_ids.json``; ``_`` in a superclass name reads as a space) adds one
+    concept per superclass."""
     source = images.source
     classes = class_names(source)
     onehot = np.eye(len(classes))[images.labels]
     if isinstance(source, ConceptWorld):
-        if superclasses:
-            raise UserError("--superclasses is for image folders; the concept world has its own concept labels")
+        if superclasses or class_file:
+            raise UserError("--superclasses and a label-mode --concept_set are for image folders; the concept world "
+                            "has its own concept labels")
         seg = source.segmentation(images.indices)                              # (N, 3, H, W)
         cols = [(seg[:, c] == k + 1).any(axis=(1, 2))
                 for c, names in enumerate(CATEGORIES.values()) for k in range(len(names))]
         return np.concatenate([np.stack(cols, 1).astype(float), onehot], 1), \
             [n for _, n in concept_names()] + classes
+    folders = classes
+    if class_file:
+        named = [w.strip() for w in Path(class_file).read_text().splitlines() if w.strip()] \
+            if Path(class_file).is_file() else None
+        if named is None:
+            raise UserError(f"class names file {class_file} not found")
+        if len(named) != len(classes):
+            raise UserError(f"{class_file} names {len(named)} classes, the data has {len(classes)}")
+        classes = named
     if not superclasses:
         return onehot, classes
     p = Path(superclasses)
@@ -143,11 +160,13 @@ def label_concepts(images: Images, superclasses: str | None) -> tuple[np.ndarray
         raise UserError(f"cannot read --superclasses {p}: {e}") from None
     cols, names = [], []
     for sup, members in groups.items():
-        unknown = [m for m in members if m not in classes]
+        index = [m if isinstance(m, int) and 0 <= m < len(folders) else folders.index(m) if m in folders else None
+                 for m in members]
+        unknown = [m for m, i in zip(members, index) if i is None]
         if unknown:
             raise UserError(f"--superclasses {p}: {sup!r} lists unknown classes {unknown[:3]}")
-        cols.append(onehot[:, [classes.index(m) for m in members]].max(1))
-        names.append(sup)
+        cols.append(onehot[:, index].max(1))
+        names.append(sup.replace("_", " "))
     return np.concatenate([onehot, np.stack(cols, 1)], 1), classes + names
 
 
@@ -185,14 +204,15 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
     acts = cache.cached(cfg.activation_dir, "le_acts", act_key, lambda: {"acts": summaries(
         session.model, [path], session.loader(), session.device, cfg.pool_mode, cfg.pool_mode)[path]})["acts"]
     if concepts.mode == "label":
-        concept_key = {**images_key, "mode": "label", "superclasses": _file_key(concepts.superclasses)}
+        concept_key = {**images_key, "mode": "label", "superclasses": _file_key(concepts.superclasses),
+                       "class_names": _file_key(concepts.concept_set)}
 
         def compute() -> dict[str, np.ndarray]:
-            m, n = label_concepts(images, concepts.superclasses)
+            m, n = label_concepts(images, concepts.superclasses, concepts.concept_set)
             return {"p": m, "names": np.array(n)}
         arrays = cache.cached(cfg.activation_dir, "le_concepts", concept_key, compute)
         probs, names = arrays["p"], [str(n) for n in arrays["names"]]
-        concept_cfg = {"mode": "label", "superclasses": concepts.superclasses}
+        concept_cfg = {"mode": "label", "superclasses": concepts.superclasses, "class_names": concepts.concept_set}
     else:
         calibration = concepts.calibration() if concepts.mode == "siglip" else None
         concept_key = {**images_key, "mode": concepts.mode, "clip": clip.info, "sigmoid": calibration,
