@@ -9,33 +9,25 @@ ranks the candidates, a windowed greedy search with Adam fits); see disentangle/
 from __future__ import annotations
 
 from disentangle import cli
-from disentangle.pipeline.linear import CANDIDATES, FITS, SEARCHES, FitConfig
+from disentangle.pipeline.linear import CANDIDATES, SEARCHES, FitConfig
 
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n")[0])
-    cli.neuron_data_args(p)
-    f = p.add_argument_group("fit (the defaults are the original's protocol)")
-    cli.add(f, "start_neuron", type=int, default=0, help="first neuron to explain")
-    cli.add(f, "end_neuron", type=int, default=None, help="one past the last neuron (default: all)")
+    f = cli.explain_args(p)
     cli.add(f, "max_length", type=cli.positive, default=10, help="most concepts in one explanation")
     cli.add(f, "tolerance", type=float, default=0.02,
             help="a concept is added only if it raises validation correlation by at least this much")
     cli.add(f, "candidates_from", choices=CANDIDATES, default="glm",
             help="glm: concepts ranked by the weights of one elastic net at --glm_lambda (the original); "
                  "path: the --candidates concepts entering an elastic-net path first (ours)")
-    cli.add(f, "glm_lambda", type=float, default=0.05, help="glm: the elastic net's penalty")
-    cli.add(f, "glm_neuron_batch", type=cli.positive, default=128, help="glm: neurons per elastic-net solve")
     cli.add(f, "search", choices=SEARCHES, default="original",
             help="original: each step tries the next --width concepts of the ranking not yet chosen or bad, "
                  "a concept gaining less than --tolerance is bad for good; exhaustive: each step tries every "
-                 "candidate with exact least squares (ours)")
-    cli.add(f, "fit", choices=FITS, default="adam",
-            help="original search: adam (100 full-batch Adam steps, lr 0.3, the original's) or exact least squares")
+                 "candidate with exact least squares (ours; --fit does not apply)")
     cli.add(f, "width", type=cli.positive, default=10, help="original search: concepts tried per step")
     cli.add(f, "candidates", type=cli.positive, default=20, help="path: concepts kept per neuron")
     cli.add(f, "alpha", type=float, default=0.99, help="elastic-net mixing: 1 is the lasso, 0 ridge")
-    cli.output_args(p, "results", "folder of le_<mode>_<target>_<layer>.csv")
     return p
 
 

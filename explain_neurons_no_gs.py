@@ -9,20 +9,13 @@ search is not replaced without --overwrite).
 from __future__ import annotations
 
 from disentangle import cli
-from disentangle.pipeline.linear import FITS, FitConfig
+from disentangle.pipeline.linear import FitConfig
 
 
 def parser() -> cli.Parser:
     p = cli.Parser(description=__doc__.split("\n\n")[0])
-    cli.neuron_data_args(p)
-    f = p.add_argument_group("fit (the defaults are the original's)")
-    cli.add(f, "start_neuron", type=int, default=0, help="first neuron to explain")
-    cli.add(f, "end_neuron", type=int, default=None, help="one past the last neuron (default: all)")
+    f = cli.explain_args(p)
     cli.add(f, "description_length", type=cli.positive, default=5, help="concepts per explanation")
-    cli.add(f, "glm_lambda", type=float, default=0.05, help="the elastic net's penalty")
-    cli.add(f, "glm_neuron_batch", type=cli.positive, default=128, help="neurons per elastic-net solve")
-    cli.add(f, "fit", choices=FITS, default="adam", help="adam (the original's) or exact least squares")
-    cli.output_args(p, "results", "folder of le_<mode>_<target>_<layer>.csv")
     return p
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..core.errors import UserError
 from .flags import SPELLINGS, add, spellings
 from .groups import (attribution_args, attribution_format, attribution_format_args, blocked_args, blocked_settings,
-                     clustering_args, clustering_method_args, clusters, concept_mode, eval_config, explain_and_report,
+                     clustering_args, clustering_method_args, clusters, concept_mode, eval_config, explain_and_report, explain_args,
                      explanation_args,
                      explanation_paths, figure_args, figure_config,
                      image_order, image_order_args, model_args, neuron_data, neuron_data_args, output_args, runtime,
@@ -17,6 +17,6 @@ from .parser import Parser, artifacts_in, batch_size, count, entrypoint, finite,
 
 __all__ = ["UserError", "SPELLINGS", "add", "spellings", "attribution_args", "attribution_format",
            "attribution_format_args", "blocked_args", "blocked_settings", "clustering_args",
-           "clustering_method_args", "clusters", "concept_mode", "eval_config", "explain_and_report", "explanation_args", "explanation_paths", "figure_args", "figure_config", "image_order",
+           "clustering_method_args", "clusters", "concept_mode", "eval_config", "explain_and_report", "explain_args", "explanation_args", "explanation_paths", "figure_args", "figure_config", "image_order",
            "image_order_args", "model_args", "neuron_data", "neuron_data_args", "output_args", "runtime", "runtime_args", "Parser",
            "artifacts_in", "batch_size", "count", "entrypoint", "finite", "images", "names", "positive", "target"]

@@ -329,6 +329,22 @@ def neuron_data(args: argparse.Namespace, role: str = "explainer", concepts_list
                             None if args.activation_dir == "none" else args.activation_dir, args.split_dir)
 
 
+def explain_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The flags explain_neurons.py and explain_neurons_no_gs.py share (data, neuron range, the
+    candidate model, the fits, the result folder); returns the fit group for the script's own."""
+    from ..pipeline.linear import FITS
+    neuron_data_args(p)
+    f = p.add_argument_group("fit (the defaults are the original's protocol)")
+    add(f, "start_neuron", type=int, default=0, help="first neuron to explain")
+    add(f, "end_neuron", type=int, default=None, help="one past the last neuron (default: all)")
+    add(f, "glm_lambda", type=float, default=0.05, help="the candidate elastic net's penalty")
+    add(f, "glm_neuron_batch", type=positive, default=128, help="neurons per elastic-net solve")
+    add(f, "fit", choices=FITS, default="adam",
+        help="adam (100 full-batch Adam steps, lr 0.3, the original's) or exact least squares")
+    output_args(p, "results", "folder of le_<mode>_<target>_<layer>.csv")
+    return f
+
+
 def explain_and_report(args: argparse.Namespace, fit) -> int:
     """explain_neurons.py's and explain_neurons_no_gs.py's run: explain, then print a summary and
     the best five explanations. Returns the exit status."""

@@ -8,7 +8,7 @@ Random weights only when asked for by name: ``--weights random``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -204,14 +204,6 @@ MODELS: dict[str, ModelSpec] = {
         "resnet18_places", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
         default_weights=_file_weights("resnet18_places", "data/resnet18_places365.pth.tar", PLACES365_RESNET18),
         classifier="fc", stem=_RESNET_STEM, **{**_IMAGENET, "num_classes": 365}, default_data="places365_val"),
-    "resnet18_places365": ModelSpec(
-        "resnet18_places365", lambda n: _TV.resnet18(num_classes=n), _RESNET_BLOCKS, "layer4",
-        default_weights=_file_weights("resnet18_places365", "data/resnet18_places365.pth.tar", PLACES365_RESNET18),
-        classifier="fc", stem=_RESNET_STEM, **{**_IMAGENET, "num_classes": 365}, default_data="places365_val"),
-    "resnet50_imagenet": ModelSpec(
-        "resnet50_imagenet", lambda n: _TV.resnet50(num_classes=n), _RESNET_BLOCKS, "layer4",
-        default_weights=_hub_weights("resnet50_imagenet", _TV.ResNet50_Weights.IMAGENET1K_V1.url),
-        classifier="fc", stem=_RESNET_STEM, **_IMAGENET),
     "vgg16_bn_cifar100": ModelSpec(
         "vgg16_bn_cifar100", build_cifar_vgg16_bn, {"features": "features", "classifier[4]": "classifier.4"},
         "features.42", num_classes=100, input_size=32, resize_size=32, mean=(0.5070, 0.4865, 0.4409),
@@ -232,6 +224,9 @@ MODELS: dict[str, ModelSpec] = {
         interpolation=T.InterpolationMode.BICUBIC, stem=("conv_stem",),
         **{**_IMAGENET, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}),
 }
+# The same models under Linear-Explanations' names (its output files carry them).
+MODELS.update({alias: replace(MODELS[base], name=alias)
+               for alias, base in (("resnet50_imagenet", "resnet50"), ("resnet18_places365", "resnet18_places"))})
 
 
 def get_spec(name: str) -> ModelSpec:

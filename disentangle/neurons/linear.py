@@ -131,15 +131,18 @@ def _fit_and_score(train: Moments, val: Moments, units: torch.Tensor, sets: torc
     ``units (B,)``, ``sets (B, k)`` -> ``weights (B, k)``, ``corr (B,)``. A tiny ridge keeps
     collinear sets (red + green + blue = 1 on every image) solvable.
     """
-    g = _gather_sets(train.cxx, sets)
+    w = _least_squares(train.cxx, train.cxy, units, sets, ridge)
+    return w, val_correlation(val, units, sets, w)
+
+
+def _least_squares(cxx: torch.Tensor, cxy: torch.Tensor, units: torch.Tensor, sets: torch.Tensor,
+                   ridge: float = 1e-8) -> torch.Tensor:
+    """``(B, k)`` least-squares weights of each concept set from centred moments ``cxx (M, M)`` and
+    ``cxy (M, U)``; a tiny ridge keeps collinear sets solvable."""
+    g = _gather_sets(cxx, sets)
     eye = torch.eye(sets.shape[1], dtype=g.dtype, device=g.device)
     g = g + ridge * (g.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] + 1e-12) * eye
-    rhs = train.cxy[sets, units[:, None]]                                   # (B, k)
-    w = torch.linalg.solve(g, rhs[..., None])[..., 0]
-    cov = (val.cxy[sets, units[:, None]] * w).sum(-1)
-    var = (w[:, None, :] @ _gather_sets(val.cxx, sets) @ w[:, :, None])[:, 0, 0]
-    corr = cov / (var.clamp_min(1e-30) * val.vy[units]).sqrt()
-    return w, torch.where(var > 1e-24, corr, torch.zeros_like(corr))
+    return torch.linalg.solve(g, cxy[sets, units[:, None]][..., None])[..., 0]
 
 
 @dataclass
@@ -272,10 +275,7 @@ def exact_fit(train: RawMoments, units: torch.Tensor, sets: torch.Tensor, ridge:
     """Least-squares weights ``(B, k)`` and biases ``(B,)`` of each concept set (our ``--fit exact``)."""
     cxx = train.sxx - train.sx[:, None] * train.sx[None, :]
     cxy = train.sxy - train.sx[:, None] * train.sy[None, :]
-    g = _gather_sets(cxx, sets)
-    eye = torch.eye(sets.shape[1], dtype=g.dtype, device=g.device)
-    g = g + ridge * (g.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] + 1e-12) * eye
-    w = torch.linalg.solve(g, cxy[sets, units[:, None]][..., None])[..., 0]
+    w = _least_squares(cxx, cxy, units, sets, ridge)
     return w, train.sy[units] - (train.sx[sets] * w).sum(1)
 
 
