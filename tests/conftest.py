@@ -59,3 +59,24 @@ def tiny_clip(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(open_clip.CLIP(**cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
     return f"local-dir:{folder}"
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory):
+    """An open_clip model of SigLIP's architecture (CustomTextCLIP with a logit bias, a text tower
+    without causal mask pooled at its last token), one small layer per tower, random weights, saved as
+    a local folder. The tokenizer is open_clip's bundled one: SigLIP's own comes from the hub."""
+    import json
+
+    import open_clip
+    folder = tmp_path_factory.mktemp("tiny_siglip")
+    cfg = {"embed_dim": 32, "init_logit_bias": -10,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8,
+                          "no_ln_pre": True, "pool_type": "avg", "final_ln_after_pool": True},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1,
+                        "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {**cfg, "custom_text": True},
+                                                              "preprocess_cfg": {}}))
+    torch.manual_seed(0)
+    torch.save(open_clip.CustomTextCLIP(**cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
+    return f"local-dir:{folder}"

@@ -147,13 +147,37 @@ def test_siglip_calibration_and_defaults(capsys, tmp_path):
     assert "ViT-L-16-SigLIP-384" in err and "webli" in err and len(err.strip().splitlines()) == 1
 
 
-def test_siglip_mode_end_to_end_with_a_small_model(tmp_path, tiny, tiny_clip, capsys):
+def test_siglip_probabilities_and_filter_on_a_siglip_model(tiny_siglip):
+    """SigLIP's architecture (CustomTextCLIP with its own logit scale and bias): the concept
+    probabilities are the original's calibration of the cosine similarities, not the model's logits,
+    and the filter keeps a concept exactly when its top-5 mean reaches 0.5."""
+    from disentangle.core.clip import load_clip
+    from disentangle.neurons.activations import clip_probabilities
+    clip = load_clip(tiny_siglip)
+    assert type(clip.model).__name__ == "CustomTextCLIP" and float(clip.model.logit_bias) == -10.0
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=g)
+    concepts = ["red", "stripes", "a dog"]
+    got = clip_probabilities(clip, [(x[:4], None, None), (x[4:], None, None)], concepts, (60.0, -0.09))
+    with torch.no_grad():
+        img = clip.model.encode_image(x).double()
+        txt = clip.model.encode_text(clip.tokenizer(concepts)).double()
+    cos = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T
+    np.testing.assert_allclose(got, (1 / (1 + torch.exp(-60 * (cos - 0.09)))).numpy(), atol=1e-5)
+    # Hand-built similarities: 0.09 reaches the explainer's 0.5 exactly (kept), 0.085 does not.
+    from disentangle.neurons.activations import siglip_probabilities
+    sims = torch.full((40, 3), -0.2, dtype=torch.float64)
+    sims[:5, 0], sims[:5, 1], sims[:4, 2], sims[4, 2] = 0.09, 0.085, 0.3, -0.2
+    assert le.active_concepts(siglip_probabilities(sims, 60.0, -0.09)).tolist() == [True, False, True]
+
+
+def test_siglip_mode_end_to_end_with_a_small_model(tmp_path, tiny, tiny_siglip, capsys):
     import pandas as pd
 
     import explain_neurons
     import simulate_correlation
-    common = ["--mode", "siglip", "--clip_model", tiny_clip, "--sigmoid_a", "10", "--sigmoid_b", "0", "--images", "120",
-              "--activation_dir", "none"]
+    common = ["--mode", "siglip", "--clip_model", tiny_siglip, "--sigmoid_a", "10", "--sigmoid_b", "0",
+              "--images", "120", "--activation_dir", "none"]
     assert explain_neurons.main([*common, "--end_neuron", "3", "--result_dir", str(tmp_path)]) == 0
     path = tmp_path / "le_siglip_tiny_densenet_block_4.csv"
     frame = pd.read_csv(path)
@@ -252,3 +276,81 @@ def test_the_originals_split_files(tmp_path, tiny, capsys):
     assert explain_neurons.main(["--images", "120", "--split_dir", str(folder), "--activation_dir", "none",
                                  "--result_dir", str(tmp_path / "le2")]) == 2
     assert "names image 1000000, which is not among the 120 images" in capsys.readouterr().err
+
+
+class PlantedTokens(torch.nn.Module):
+    """``x (B, 3, 56, 56)`` -> ``(B, 17, 2)`` tokens, a class token then a 4 x 4 grid of patches.
+    Unit 0 of the class token is the image's red fraction, unit 1 its blue fraction; the patch tokens
+    carry them the other way round, five times larger, so that only the class token says red for unit 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = x * 0.25 + 0.5                                        # the spec's normalisation undone
+        red = torch.relu(rgb[:, 0] - rgb[:, 1:].mean(1) - 0.3)
+        blue = torch.relu(rgb[:, 2] - rgb[:, :2].mean(1) - 0.3)
+        cls = torch.stack([red.mean((1, 2)), blue.mean((1, 2))], -1)[:, None]
+        patches = 5 * torch.stack([torch.nn.functional.avg_pool2d(c[:, None], 14).flatten(1)
+                                   for c in (blue, red)], -1)
+        return torch.cat([cls, patches], 1)
+
+
+class PlantedViT(torch.nn.Module):
+    """A ViT's shape: token layer ``encoder``, then a linear head on the class token whose unit 0 is
+    red fraction minus blue fraction (a 2-D layer)."""
+
+    def __init__(self, num_classes: int = 12):
+        super().__init__()
+        self.encoder = PlantedTokens()
+        self.heads = torch.nn.Sequential()
+        self.heads.add_module("head", torch.nn.Linear(2, num_classes))
+        with torch.no_grad():
+            self.heads.head.weight.zero_(), self.heads.head.bias.zero_()
+            self.heads.head.weight[0] = torch.tensor([1.0, -1.0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.encoder(x)[:, 0])
+
+
+@pytest.fixture
+def planted_vit(monkeypatch):
+    from disentangle.core import models
+    spec = models.ModelSpec("planted_vit", PlantedViT, {"tokens": "encoder"}, "encoder", num_classes=12,
+                            input_size=56, resize_size=56, mean=(0.5,) * 3, std=(0.25,) * 3,
+                            default_weights=models.MODELS["tiny_densenet"].default_weights, classifier="heads.head",
+                            default_data="concepts")
+    monkeypatch.setitem(models.MODELS, "planted_vit", spec)
+    return spec
+
+
+def test_planted_neurons_on_tokens_and_a_2d_layer(tmp_path, planted_vit):
+    """Through explain_neurons.py: with --pool_mode first the class token's red unit is explained by
+    red and its blue unit by blue; averaging the tokens (avg) swaps them, as the patches outweigh the
+    class token; the head's unit 0 (red minus blue, a 2-D layer) weighs red over green over blue."""
+    import pandas as pd
+
+    import explain_neurons
+
+    def explain(layer: str, pool: str, *flags: str) -> pd.DataFrame:
+        out = tmp_path / f"{layer}_{pool}"
+        assert explain_neurons.main(["--target_name", "planted_vit", "--weights", "random", "--target_layer", layer,
+                                     "--pool_mode", pool, *flags, "--images", "360",
+                                     "--activation_dir", "none", "--result_dir", str(out)]) == 0
+        return pd.read_csv(out / f"le_label_planted_vit_{layer}.csv").set_index("unit")
+
+    first = explain("encoder", "first")
+    assert list(first.index) == [0, 1]             # every unit of the token layer: 2, not its 17 tokens
+    assert first.loc[0, "concept0"] == "red" and first.loc[1, "concept0"] == "blue"
+    assert (first["val correlation"] > 0.8).all()
+    import simulate_correlation
+    path = tmp_path / "encoder_first" / "le_label_planted_vit_encoder.csv"
+    assert simulate_correlation.main([str(path), "--target_name", "planted_vit", "--weights", "random",
+                                      "--target_layer", "encoder", "--pool_mode", "first", "--images", "360",
+                                      "--activation_dir", "none", "--result_dir", str(tmp_path / "sim")]) == 0
+    assert (pd.read_csv(path)["sim correlation"] > 0.8).all()
+    avg = explain("encoder", "avg")
+    assert avg.loc[0, "concept0"] == "blue" and avg.loc[1, "concept0"] == "red"
+    head = explain("heads.head", "avg", "--end_neuron", "1").loc[0]
+    weights = {head[f"concept{i}"]: head[f"weight{i}"] for i in range(10) if head[f"concept{i}"] != "0"}
+    # Each image has one colour, so red - blue and, say, 0.13 red + 0.07 green - 0.06 are the same
+    # function: only the differences between the colours' weights are determined.
+    red, green, blue = (weights.get(c, 0.0) for c in ("red", "green", "blue"))
+    assert red > green > blue and head["val correlation"] > 0.9

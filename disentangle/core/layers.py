@@ -33,7 +33,10 @@ def resolve_layer(spec: ModelSpec, name: str, model: nn.Module | None = None) ->
 
 @torch.no_grad()
 def layer_width(model: nn.Module, path: str, x: torch.Tensor) -> int:
-    """Channels (units) of the output of ``path`` for an input batch ``x (B, 3, S, S)``."""
+    """Units of the output of ``path`` for an input batch ``x (B, 3, S, S)``: the channels of
+    ``(B, C, H, W)`` maps or ``(B, U)`` vectors, the last dimension of ``(B, T, U)`` tokens (as
+    ``netdissect.pool_units`` summarises them)."""
     with capture(model, [path]) as rec:
         model(x)
-    return int(rec.outputs[path].shape[1])
+    out = rec.outputs[path]
+    return int(out.shape[-1] if out.dim() == 3 else out.shape[1])
