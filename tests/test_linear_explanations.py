@@ -240,3 +240,40 @@ def test_label_names_and_superclass_ids_as_the_originals_files(tmp_path):
     (tmp_path / "labels.txt").write_text("tench\ngoldfish\n")
     with pytest.raises(UserError, match="names 2 classes, the data has 3"):
         label_concepts(images, None, str(tmp_path / "labels.txt"))
+
+
+def test_the_originals_concept_files_are_its_data_sets_defaults(tmp_path, monkeypatch, capsys):
+    """Placed in data/concept_sets as in the original's repository, imagenet_val's class names and
+    superclasses are label mode's defaults (announced, and recorded in the manifest); 'none' turns the
+    superclasses off, and another data set reads neither."""
+    from PIL import Image
+
+    import explain_neurons
+    from disentangle.neurons.activations import original_concept_files
+    rng = np.random.default_rng(0)
+    for c in ("n01", "n02", "n03"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "val" / c / f"{i}.png")
+    sets = tmp_path / "data" / "concept_sets"
+    sets.mkdir(parents=True)
+    (sets / "imagenet_labels_clean.txt").write_text("tench\ngoldfish\nshark\n")
+    (sets / "imagenet_superclass_to_ids.json").write_text(json.dumps({"small_fish": [0, 1]}))
+    (sets / "combined_concepts_imagenet.txt").write_text("fish\nwater\n")
+    monkeypatch.chdir(tmp_path)
+    assert original_concept_files("imagenet_val", "siglip") == {"concept_set": str(sets.relative_to(tmp_path) /
+                                                                                  "combined_concepts_imagenet.txt")}
+    assert original_concept_files("places365_val", "label") == {} and original_concept_files("concepts", "label") == {}
+    common = ["--dataset_name", "imagenet_val", "--data_root", str(tmp_path / "val"), "--images", "36",
+              "--end_neuron", "4", "--activation_dir", "none", "--weights", "random", "--workers", "0"]
+    assert explain_neurons.main([*common, "--result_dir", "a"]) == 0
+    assert "concept_set: the original's data/concept_sets/imagenet_labels_clean.txt" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "a" / "le_label_tiny_densenet_block_4.manifest.json").read_text())
+    assert manifest["config"]["class_names"].endswith("imagenet_labels_clean.txt")
+    assert manifest["config"]["superclasses"].endswith("imagenet_superclass_to_ids.json")
+    named = pd.read_csv(tmp_path / "a" / LE_FILE)
+    used = set(named.filter(like="concept").to_numpy().ravel()) - {"0", 0}
+    assert used and used <= {"tench", "goldfish", "shark", "small fish"}
+    assert explain_neurons.main([*common, "--superclasses", "none", "--result_dir", "b"]) == 0
+    assert json.loads((tmp_path / "b" / "le_label_tiny_densenet_block_4.manifest.json").read_text()
+                      )["config"]["superclasses"] is None

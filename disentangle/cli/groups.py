@@ -259,11 +259,13 @@ def neuron_data_args(p: argparse.ArgumentParser, images: int = 1200, concept_fla
              "image-concept similarities (the original's); clip: an open_clip model's softmax over the concepts (ours)")
     add(c, "superclasses", default=None,
         help="label mode on an image folder: JSON {superclass: [class folder or class index, ...]} added as "
-             "concepts (the original's data/concept_sets/<dataset>_superclass_to_ids.json)")
+             "concepts (default for imagenet_val and cifar100_val: the original's "
+             "data/concept_sets/<dataset>_superclass_to_ids.json where it is placed; 'none': no superclasses)")
     add(c, "concept_set", default=None,
-        help="siglip / clip mode: concept list, one per line (default: the concept world's concepts and classes); "
-             "label mode on an image folder: the class names, one per line in class order (the original's "
-             "data/concept_sets/<dataset>_labels_clean.txt)")
+        help="siglip / clip mode: concept list, one per line (default: the concept world's concepts and classes; "
+             "for the original's data sets its data/concept_sets/combined_concepts_<dataset>.txt where it is "
+             "placed); label mode on an image folder: the class names, one per line in class order (default: the "
+             "original's data/concept_sets/<dataset>_labels_clean.txt where it is placed, else the folder names)")
     add(c, "clip_model", default=None,
         help=f"siglip / clip mode: open_clip model name or local-dir:FOLDER (default: siglip {EXPLAINER} to "
              f"explain, {SIMULATOR} to simulate, as the original; clip {DEFAULT_MODEL})")
@@ -315,15 +317,22 @@ def neuron_data(args: argparse.Namespace, role: str = "explainer", concepts_list
     """The ``NeuronDataConfig`` of the ``neuron_data_args`` flags; ``role`` (explainer or simulator)
     picks the original's default SigLIP model."""
     from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS
-    from ..neurons.activations import CHECKPOINTS, EXPLAINER, SIMULATOR, ConceptConfig, NeuronDataConfig
+    from ..neurons.activations import (CHECKPOINTS, EXPLAINER, SIMULATOR, ConceptConfig, NeuronDataConfig,
+                                       original_concept_files)
     mode = concept_mode(args)
     model = args.clip_model or (DEFAULT_MODEL if mode != "siglip" else EXPLAINER if role == "explainer"
                                 else SIMULATOR)
     weights = args.clip_weights or CHECKPOINTS.get(model, DEFAULT_WEIGHTS)
+    found = original_concept_files(args.data, mode)
+    concept_set = args.concept_set or found.get("concept_set")
+    superclasses = None if args.superclasses == "none" else args.superclasses or found.get("superclasses")
+    for what, path in found.items():
+        if getattr(args, what) is None:
+            print(f"{what}: the original's {path}")
     given = (args.sigmoid_a, args.sigmoid_b)
     if (given[0] is None) != (given[1] is None):
         raise UserError("--sigmoid_a and --sigmoid_b go together")
-    concepts = ConceptConfig(mode, args.superclasses, args.concept_set, model, weights,
+    concepts = ConceptConfig(mode, superclasses, concept_set, model, weights,
                              None if given[0] is None else given, tuple(concepts_list) if concepts_list else None)
     return NeuronDataConfig(args.block, args.pool_mode, concepts,
                             None if args.activation_dir == "none" else args.activation_dir, args.split_dir)

@@ -48,6 +48,9 @@ CHECKPOINTS = {"ViT-SO400M-14-SigLIP-384": "webli", "ViT-L-16-SigLIP-384": "webl
                "ViT-B-16-SigLIP-384": "webli", "ViT-g-14": "laion2b_s34b_b88k", "ViT-L-14-336": "openai",
                "ViT-B-16": "openai"}
 EXPLAINER, SIMULATOR = "ViT-L-16-SigLIP-384", "ViT-SO400M-14-SigLIP-384"   # the original's --clip_name defaults
+# Where the original keeps its concept files (data/concept_sets of its repository); placed here too,
+# they are its data sets' defaults (original_concept_files).
+CONCEPT_SETS = Path("data/concept_sets")
 POOL_MODES = (*POOLS, "first")     # Linear-Explanations' --pool_mode: first is a token layer's class token
 SPLIT = "70/10/20"          # train/val/test fractions of split_indices, recorded in the manifests
 
@@ -170,10 +173,27 @@ def label_concepts(images: Images, superclasses: str | None, class_file: str | N
     return np.concatenate([onehot, np.stack(cols, 1)], 1), classes + names
 
 
+def original_concept_files(data: str, mode: str, folder: str | Path = CONCEPT_SETS) -> dict[str, str]:
+    """The original's default concept files for its data sets (``imagenet_val``, ``places365_val``,
+    ``cifar100_val``, or ``imagenet`` / ``places365``) that are present in ``folder``: in label mode
+    the class names ``<dataset>_labels_clean.txt`` (``concept_set``) and, for ImageNet and CIFAR-100,
+    the superclasses ``<dataset>_superclass_to_ids.json`` (``superclasses``); in siglip and clip mode
+    the concept list ``combined_concepts_<dataset>.txt`` (``concept_set``)."""
+    if data not in ("imagenet", "imagenet_val", "places365", "places365_val", "cifar100_val"):
+        return {}
+    name, folder = data.split("_")[0], Path(folder)
+    files = {"concept_set": folder / f"{name}_labels_clean.txt"} if mode == "label" else \
+        {"concept_set": folder / f"combined_concepts_{name}.txt"}
+    if mode == "label" and name in ("imagenet", "cifar100"):
+        files["superclasses"] = folder / f"{name}_superclass_to_ids.json"
+    return {k: str(v) for k, v in files.items() if v.is_file()}
+
+
 def default_concept_set(source: Source) -> list[str]:
     if not isinstance(source, ConceptWorld):
         raise UserError("--mode siglip or clip needs --concept_set FILE (one concept per line) for this data set; "
-                        "the original's are data/concept_sets/combined_concepts_<imagenet|places365|cifar100>.txt")
+                        "the original's, data/concept_sets/combined_concepts_<imagenet|places365|cifar100>.txt, "
+                        "are read from there for its data sets")
     return [n for _, n in concept_names()] + class_names(source)
 
 
