@@ -354,3 +354,45 @@ def test_planted_neurons_on_tokens_and_a_2d_layer(tmp_path, planted_vit):
     # function: only the differences between the colours' weights are determined.
     red, green, blue = (weights.get(c, 0.0) for c in ("red", "green", "blue"))
     assert red > green > blue and head["val correlation"] > 0.9
+
+
+# Every command line of the original's commands.txt (its tables' runs), as written there.
+COMMANDS = """\
+explain_neurons --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg
+explain_neurons --target_name resnet18_places365 --target_layer layer4 --pool_mode avg --dataset_name places365_val
+explain_neurons --target_name vgg16_bn_cifar100 --target_layer classifier[4] --dataset_name cifar100_val
+explain_neurons --target_name vit_b_16_imagenet --target_layer encoder.layers.encoder_layer_11.mlp[1] --pool_mode first
+explain_neurons --target_name vit_l_32_imagenet --target_layer encoder.layers.encoder_layer_23.mlp[1] --pool_mode first
+explain_neurons --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg --mode siglip
+simulate_correlation --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg
+simulate_correlation --target_name resnet18_places365 --target_layer layer4 --pool_mode avg --dataset_name places365_val
+simulate_correlation --target_name vgg16_bn_cifar100 --target_layer classifier[4] --dataset_name cifar100_val
+simulate_correlation --target_name vit_b_16_imagenet --target_layer encoder.layers.encoder_layer_11.mlp[1] --pool_mode first
+simulate_correlation --target_name vit_l_32_imagenet --target_layer encoder.layers.encoder_layer_23.mlp[1] --pool_mode first
+simulate_correlation --target_name resnet50_imagenet --target_layer layer4 --explanation_method clip_dissect
+simulate_ablation
+simulate_ablation --mode norm --explanation_method le_siglip
+simulate_correlation --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg --clip_name ViT-L-14-336
+explain_neurons --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg --mode siglip --concept_set data/concept_sets/20k.txt
+explain_neurons --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg --mode siglip --clip_name ViT-L-14-336
+explain_neurons_no_gs --target_name resnet50_imagenet --target_layer layer4 --pool_mode avg
+explain_neurons --target_name vgg16_bn_cifar100 --target_layer features[43] --dataset_name cifar100_val
+simulate_correlation --target_name vit_b_16_imagenet --target_layer encoder.layers.encoder_layer_11 --pool_mode first
+simulate_correlation --target_name vit_b_16_imagenet --target_layer encoder.layers.encoder_layer_10.mlp[1] --pool_mode avg
+"""
+
+
+@pytest.mark.parametrize("line", COMMANDS.splitlines())
+def test_the_originals_command_lines(line, tmp_path, monkeypatch, capsys):
+    """On a machine without the weights, data or explanations, each line is understood (no unknown
+    model, flag, choice or layer) and stops with one line naming what to provide."""
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    script, *argv = line.split()
+    assert importlib.import_module(script).main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "usage:" not in err and "unknown" not in err, err
+    assert any(w in err for w in ("not found", "not in the local", "is not in", "are not in", "provide", "pass --", "no ")), err

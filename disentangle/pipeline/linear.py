@@ -179,8 +179,10 @@ def method_file(method: str, model: str, layer: str, result_dir: str | Path = "r
     for path in tried:
         if path.is_file():
             return path
-    raise UserError(f"no {method} explanations of {model} {layer}: {' nor '.join(map(str, tried))} exists "
-                    f"(run explain_neurons.py, put the release's results/ folder here, or pass --explanation_path)")
+    where = " nor ".join(map(str, tried)) + (" exists" if len(tried) > 1 else " does not exist")
+    run = "run explain_neurons.py, " if method.startswith("le_") else ""
+    raise UserError(f"no {method} explanations of {model} {layer}: {where} ({run}put the release's results/ "
+                    f"folder here, or pass --explanation_path)")
 
 
 def write_back(path: Path, column: str, values: dict[int, float]) -> None:
