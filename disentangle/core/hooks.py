@@ -103,3 +103,23 @@ def scale_hook(mask: torch.Tensor, factor: float) -> Callable:
         m = mask.to(output.device).view(1, -1, *([1] * (output.dim() - 2)))
         return torch.where(m, output * factor, output)
     return fn
+
+
+class _Reached(Exception):
+    """Raised by ``forward_to``'s hook to stop the forward pass at its module."""
+
+
+def forward_to(model: nn.Module, path: str, x: torch.Tensor) -> torch.Tensor:
+    """The output of the module at ``path`` for ``x (B, 3, S, S)``, without running the layers after
+    it (as it is part of the graph when grad mode is on)."""
+    def stop(_, output: torch.Tensor) -> torch.Tensor:
+        raise _Reached
+
+    with capture(model, [path], replace=stop) as rec:
+        try:
+            model(x)
+        except _Reached:
+            pass
+    if path not in rec.outputs:
+        raise RuntimeError(f"{path} did not run in the model's forward pass")
+    return rec.outputs[path]

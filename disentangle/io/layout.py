@@ -93,3 +93,16 @@ def activations_dir(root: Path = OUTPUTS) -> Path:
 
 def simulation_dir(model: str, layer: str, mode: str, ablation: bool = False, root: Path = OUTPUTS) -> Path:
     return root / "simulation" / f"{model}_{layer}_{mode}{'_ablation' if ablation else ''}"
+
+
+def features_dir(model: str, block: str, root: Path = OUTPUTS) -> Path:
+    return root / "features" / f"{model}_{block}"
+
+
+def feature_image(unit: int) -> str:
+    """The file name of a unit's feature visualization in its ``features_dir``."""
+    return f"unit_{unit:04d}_feature.png"
+
+
+def atlas_dir(model: str, root: Path = OUTPUTS) -> Path:
+    return root / "atlas" / model
