@@ -65,7 +65,8 @@ def parser() -> cli.Parser:
     cli.add(e, "block", default="block_4", help="named block or module path whose channels are the neurons")
     cli.add(e, "neurons", default=None, help="--extract: comma-separated channel indices (default: every channel)")
     cli.add(e, "levels", nargs="+", default=[str(v) for v in LEVELS], metavar="LEVEL",
-            help="--extract: levels to write, the seed's scheme (1-3 noise, level 1 the strongest; 5 clean)")
+            help="--extract: levels to write, the seed's scheme (1-3 noise, level 1 the strongest; 4 each neuron's "
+                 "DeepDream images from a gradient, grey and Perlin noise, in <data>_deepdream/; 5 clean)")
     cli.add(e, "model", default="tiny_densenet", help="registered model")
     cli.add(e, "model_weights", default=None, help="the model's weights file (its --weights elsewhere)")
     cli.add(e, "data", default=None, help="--extract: 'concepts', 'imagenet' or an ImageFolder path "
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             raise cli.UserError("--extract takes one path: the data.csv to write")
         levels = numbers(args.levels, "--levels")
         if any(v != int(v) for v in levels):
-            raise cli.UserError(f"--levels takes whole levels (1 2 3 5), got {' '.join(args.levels)}")
+            raise cli.UserError(f"--levels takes whole levels (1 to 5), got {' '.join(args.levels)}")
         cfg = ExtractConfig(args.block, None if args.neurons is None else channel_list(args.neurons),
                             tuple(int(v) for v in levels))
         session = setup(args.model, args.model_weights, args.data, args.images, args.data_root, runtime, args.seed)

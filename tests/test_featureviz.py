@@ -109,7 +109,7 @@ def test_the_objective_picks_each_images_own_unit():
 def test_start_images_and_dream(wired_images):
     model, norm, _, _, _ = wired_images
     grey = fv.start_image("gray", 56)
-    assert torch.all(grey == 0.5)
+    assert abs(float(grey.mean()) - 0.5) < 0.01 and 0.01 < float(grey.std()) < 0.03
     ramp = fv.start_image("gradient", 56)
     assert ramp[:, 0, 0].tolist() == pytest.approx([0.2, 0.3, 0.8]) and ramp[:, -1, -1].tolist() == pytest.approx(
         [0.9, 0.6, 0.2])

@@ -268,8 +268,21 @@ def test_extract_then_score_and_c_from_image_files(tmp_path, tiny):
     assert run("--extract", data, "--data", folder, "--images", len(files), "--neurons", "0,5", "--block", "block_4",
                "--batch-size", "4", "--quiet") == 0
     t = pd.read_csv(data)
-    assert sorted(t["level"].unique()) == [1, 2, 3, 5] and set(t["trial_category"]) == {"experiment"}
-    assert list(t.columns[:4]) == ["level", "image_index", "ground_truth", "trial_category"]
+    assert sorted(t["level"].unique()) == [1, 2, 3, 4, 5] and set(t["trial_category"]) == {"experiment"}
+    assert list(t.columns[:6]) == ["level", "image_index", "ground_truth", "trial_category", "image_filename",
+                                   "image_basename"]
+    # Level 4: each neuron's DeepDream from the seed's three starts, named as its files, the neuron's
+    # concept (the class activating it most when clean) as ground truth; the dream excites its neuron.
+    dreams = t[t.level == 4].set_index("image_basename")
+    assert sorted(dreams.index) == sorted(f"neuron_{n}_{k}.jpg" for n in (0, 5) for k in ("gradient", "gray", "perlin"))
+    assert all((tmp_path / "trials_deepdream" / name).is_file() for name in dreams.index)
+    for n in (0, 5):
+        clean_n = t[t.level == 5]
+        top = clean_n.groupby("ground_truth")[f"activation_{n}"].mean().idxmax()
+        own = dreams.loc[[f"neuron_{n}_{k}.jpg" for k in ("gradient", "gray", "perlin")]]
+        assert (own["ground_truth"] == top).all()
+        a = clean_n[f"activation_{n}"]
+        assert (own[f"activation_{n}"] > a.mean() + a.std()).all()
     assert {"activation_5", "delta0_0", "delta2_5", "ablate_0", "amplify_5"} <= set(t.columns)
     clean = t[t.level == 5].set_index("image_index")
     noisy = t[t.level == 1].set_index("image_index")
@@ -283,7 +296,7 @@ def test_extract_then_score_and_c_from_image_files(tmp_path, tiny):
 
     from disentangle.data.images import ClassFolder
     order = ClassFolder(folder)
-    named = t.drop(columns=[c for c in t.columns if c.startswith(("delta", "ablate", "amplify"))])
+    named = t[t.level != 4].drop(columns=[c for c in t.columns if c.startswith(("delta", "ablate", "amplify"))])
     named["image_basename"] = [str(Path(order.path(int(i))).relative_to(folder)) for i in named["image_index"]]
     named.to_csv(tmp_path / "named.csv", index=False)
     assert run(tmp_path / "named.csv", tmp_path / "map.json", tmp_path / "r2.csv", "--causality_images", "0",

@@ -199,14 +199,16 @@ def _unit_generator(seed: int, unit: int, stream: int = 0) -> torch.Generator:
 # --- DeepDream from a start image (InterpScore's level 4) ----------------------------------------
 def start_image(kind: str, size: int, seed: int = 0) -> torch.Tensor:
     """``(3, size, size)`` in ``[0, 1]``: ``gradient`` (a diagonal ramp from blue to orange),
-    ``gray`` (0.5 everywhere) or ``perlin`` (grey-level Perlin noise of 4 x 4 cells, seeded)."""
+    ``gray`` (0.5 with a faint seeded noise of std 0.02: on a flat image many units of a ReLU
+    network have no gradient) or ``perlin`` (grey-level Perlin noise of 4 x 4 cells, seeded)."""
     t = torch.linspace(0, 1, size)
     if kind == "gradient":
         ramp = (t[:, None] + t[None]) / 2
         low, high = torch.tensor([0.2, 0.3, 0.8]), torch.tensor([0.9, 0.6, 0.2])
         return low[:, None, None] + (high - low)[:, None, None] * ramp
     if kind == "gray":
-        return torch.full((3, size, size), 0.5)
+        g = torch.Generator().manual_seed(seed)
+        return (0.5 + 0.02 * torch.randn(3, size, size, generator=g)).clamp(0, 1)
     if kind == "perlin":
         return perlin(size, 4, seed).expand(3, size, size).clone()
     raise UserError(f"unknown start image {kind!r}; choose from {', '.join(INITS)}")

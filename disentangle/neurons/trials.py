@@ -2,8 +2,9 @@
 
 The levels follow the seed's data: 5 is the clean image, 1-3 the image with noise (level 1 the
 strongest: Gaussian blur of sigma ``0.1 + 2 s`` pixels and Gaussian noise of std ``0.5 s`` in
-normalised units, strength ``s = (4 - level) / 3``); level 4 (the unit's feature visualizations in
-the original) is not an image perturbation and is not made here.
+normalised units, strength ``s = (4 - level) / 3``), and 4 the units' own DeepDream images, each
+unit's from three start images (``featureviz.INITS``: a colour gradient, grey, Perlin noise), named
+as the seed's ``neuron_<unit>_<start>.jpg`` (``dream_trials``).
 
 Per trial and neuron (a channel of a layer): its activation (the spatial or token mean of the
 channel; a 2-D layer's unit as it is), and its interventions, the channel multiplied by 0 and by
@@ -14,32 +15,34 @@ probability (the probability variant of causality).
 """
 from __future__ import annotations
 
+import io
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torchvision.transforms.functional as TF
+from PIL import Image
 from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.hooks import capture, channel_mask, hooks, scale_hook
-from ..io.schema import CATEGORY, EXPERIMENT, GROUND_TRUTH, IMAGE_INDEX, LEVEL, TRIAL_KINDS, TRIAL_LEAD, trial_column
+from ..io.schema import (CATEGORY, EXPERIMENT, GROUND_TRUTH, IMAGE_BASENAME, IMAGE_FILENAME, IMAGE_INDEX, LEVEL,
+                         TRIAL_KINDS, TRIAL_LEAD, trial_column)
+from .featureviz import INITS, Normalise, dream, start_image
 
-CLEAN_LEVEL = 5
+CLEAN_LEVEL, DREAM_LEVEL = 5, 4
 NOISE_LEVELS = (1, 2, 3)
-LEVELS = (*NOISE_LEVELS, CLEAN_LEVEL)
+LEVELS = (*NOISE_LEVELS, DREAM_LEVEL, CLEAN_LEVEL)
 FACTORS = {"0": 0.0, "2": 2.0}        # λ of the interventions: delta0_/ablate_ and delta2_/amplify_
 
 
 def check_levels(levels: Sequence[int]) -> tuple[int, ...]:
-    """The levels to extract, sorted; the clean level 5 and at least one noise level (1-3)."""
+    """The levels to extract, sorted: the clean level 5 and at least one other (1-3 noise, 4 DeepDream)."""
     levels = tuple(sorted(set(int(level) for level in levels)))
-    if 4 in levels:
-        raise UserError("level 4 holds the units' feature visualizations in the seed's data, not a perturbation "
-                        "of the image; extract levels 1 2 3 5")
     if not set(levels) <= set(LEVELS) or CLEAN_LEVEL not in levels or len(levels) < 2:
-        raise UserError(f"--levels takes the clean level 5 and noise levels among 1 2 3, got {' '.join(map(str, levels))}")
+        raise UserError(f"--levels takes the clean level 5 and some of 1 2 3 (noise) and 4 (DeepDream), got "
+                        f"{' '.join(map(str, levels))}")
     return levels
 
 
@@ -104,7 +107,7 @@ def extract_trials(model: torch.nn.Module, loader: Iterable, layer: str, classif
     """One row per image of ``loader`` (batches ``(x (B, 3, S, S), labels (B,), indices (B,))``) and
     level (module doc), sorted by level then image as the seed's data; ``seed`` seeds the noise.
     ``trial_category`` is ``experiment`` and ``ground_truth`` the class name in lower case."""
-    levels = check_levels(levels)
+    levels = [level for level in check_levels(levels) if level != DREAM_LEVEL]
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for x, y, idx in tqdm(loader, desc="trials", unit="batch"):
@@ -116,6 +119,56 @@ def extract_trials(model: torch.nn.Module, loader: Iterable, layer: str, classif
             frame.update({trial_column("activation", n): acts[:, n].cpu().double().numpy() for n in neurons})
             frame.update(columns)
             rows.append(pd.DataFrame(frame))
-    out = pd.concat(rows, ignore_index=True)
+    return _ordered(pd.concat(rows, ignore_index=True), neurons)
+
+
+def _ordered(out: pd.DataFrame, neurons: Sequence[int]) -> pd.DataFrame:
+    """Rows by level then image, as the seed's data; the lead columns, the image names where there
+    are any, then each kind of column per neuron."""
     per_neuron = [trial_column(kind, n) for kind in TRIAL_KINDS for n in neurons if trial_column(kind, n) in out]
-    return out.sort_values([LEVEL, IMAGE_INDEX], kind="stable").reset_index(drop=True)[[*TRIAL_LEAD, *per_neuron]]
+    names = [c for c in (IMAGE_FILENAME, IMAGE_BASENAME) if c in out]
+    return out.sort_values([LEVEL, IMAGE_INDEX], kind="stable").reset_index(drop=True)[
+        [*TRIAL_LEAD, *names, *per_neuron]]
+
+
+def unit_concepts(trials: pd.DataFrame, neurons: Sequence[int]) -> dict[int, str]:
+    """Each neuron's concept: the ground truth whose clean trials activate it most on average."""
+    clean = trials[trials[LEVEL] == CLEAN_LEVEL]
+    return {n: str(clean.groupby(GROUND_TRUTH)[trial_column("activation", n)].mean().idxmax()) for n in neurons}
+
+
+def dream_trials(model: torch.nn.Module, layer: str, classifier: str, neurons: list[int], concepts: dict[int, str],
+                 normalise: Normalise, size: int, device: torch.device, seed: int, steps: int = 64,
+                 chunk: int = 32) -> tuple[pd.DataFrame, dict[str, bytes]]:
+    """Level 4 (module doc): per start image and neuron, the neuron's DeepDream from it, saved as a
+    JPEG (quality 95) and measured as the decoded file, as a trial whose ground truth is the neuron's
+    concept (``concepts``). Returns the rows and the JPEG bytes by file name."""
+    files: dict[str, bytes] = {}
+    pixels = []
+    for kind in INITS:
+        start = start_image(kind, size, seed)
+        for i in range(0, len(neurons), chunk):
+            batch = neurons[i:i + chunk]
+            for n, img in zip(batch, dream(model, layer, batch, start, normalise, device, steps, seed=seed)):
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="JPEG", quality=95)
+                name = f"neuron_{n}_{kind}.jpg"
+                files[name] = buf.getvalue()
+                pixels.append((name, n, np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB"))))
+    rows = []
+    for i in range(0, len(pixels), chunk):
+        part = pixels[i:i + chunk]
+        x = normalise.to(device)(torch.from_numpy(np.stack([p for _, _, p in part])).permute(0, 3, 1, 2)
+                                 .float().div(255).to(device))
+        acts, columns = interventions(model, layer, classifier, x, None, neurons)
+        frame = {LEVEL: DREAM_LEVEL, IMAGE_INDEX: -1, GROUND_TRUTH: [concepts[n].lower() for _, n, _ in part],
+                 CATEGORY: EXPERIMENT, IMAGE_BASENAME: [name for name, _, _ in part]}
+        frame.update({trial_column("activation", n): acts[:, n].cpu().double().numpy() for n in neurons})
+        frame.update(columns)
+        rows.append(pd.DataFrame(frame))
+    return pd.concat(rows, ignore_index=True), files
+
+
+def with_dreams(trials: pd.DataFrame, dreams: pd.DataFrame, neurons: Sequence[int]) -> pd.DataFrame:
+    """The trials with the level-4 rows among them, in the seed's order."""
+    return _ordered(pd.concat([trials, dreams], ignore_index=True), neurons)

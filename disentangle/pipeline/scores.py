@@ -19,14 +19,17 @@ from ..data.images import read_rgb
 from ..io import artifacts
 from ..io.schema import IMAGE_BASENAME, IMAGE_FILENAME, trial_column
 from ..neurons import scores
-from ..neurons.trials import LEVELS, check_levels, extract_trials, interventions, unit_means
+from ..neurons.featureviz import Normalise
+from ..neurons.trials import (DREAM_LEVEL, LEVELS, check_levels, dream_trials, extract_trials, interventions,
+                              unit_concepts, unit_means, with_dreams)
 from .session import Session
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
     """The trials to extract: the channels ``neurons`` (None: every one) of ``block`` (a named block
-    or module path), each image at ``levels`` (the seed's: 1 2 3 noisy, 5 clean)."""
+    or module path), each image at ``levels`` (the seed's: 1 2 3 noisy, 5 clean, and 4: each neuron's
+    DeepDream images)."""
     block: str = "block_4"
     neurons: tuple[int, ...] | None = None
     levels: tuple[int, ...] = LEVELS
@@ -60,8 +63,24 @@ def extract_trials_file(session: Session, cfg: ExtractConfig, out: str | Path) -
     names = [c.split("_", 1)[1] if c[:2].isdigit() else c for c in session.images.source.classes]
     frame = extract_trials(session.model, session.loader(), layer, session.spec.classifier, names, neurons,
                            cfg.levels, session.device, session.seed)
+    out = Path(out)
+    if DREAM_LEVEL in cfg.levels:
+        spec = session.spec
+        dreams, files = dream_trials(session.model, layer, spec.classifier, neurons, unit_concepts(frame, neurons),
+                                     Normalise(spec.mean, spec.std), spec.input_size, session.device, session.seed)
+        folder = dream_folder(out)
+        for name, data in files.items():
+            artifacts.write_bytes(folder / name, data)
+        dreams[IMAGE_FILENAME] = [str(folder / name) for name in dreams[IMAGE_BASENAME]]
+        frame = with_dreams(frame, dreams, neurons)
     artifacts.write_csv(out, frame)
-    return Trials(Path(out), frame, neurons, len(session.images))
+    return Trials(out, frame, neurons, len(session.images))
+
+
+def dream_folder(data_csv: str | Path) -> Path:
+    """Where --extract writes the level-4 DeepDream images: ``<data>_deepdream/`` beside data.csv."""
+    data_csv = Path(data_csv)
+    return data_csv.with_name(f"{data_csv.stem}_deepdream")
 
 
 def _images(loaded: LoadedModel, paths: Sequence[str | Path], device: torch.device) -> torch.Tensor:
