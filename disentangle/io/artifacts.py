@@ -37,7 +37,8 @@ FILE_OUTPUTS = (".csv", ".json")       # the suffixes of stages that write one f
 # Every stage that writes a manifest: a folder holding one of these was written by this project.
 STAGES = ("baseline_eval", "neuron_stats", "filtered_eval", "control_experiment", "class_analysis", "statistic",
           "accuracy", "dissect_neurons", "compare_dissections", "cam_explain", "lime_explain", "compare_explanations",
-          "explain_neurons", "simulate_correlation", "simulate_ablation", "visualize_features", "neuron_atlas")
+          "explain_neurons", "simulate_correlation", "simulate_ablation", "visualize_features", "neuron_atlas",
+          "interpretability_score")
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
