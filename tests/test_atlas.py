@@ -164,3 +164,19 @@ def test_the_site_in_a_headless_browser(atlas, tmp_path):
             browser.close()
     assert errors == []
     assert (tmp_path / "index.png").stat().st_size > 10_000 and (tmp_path / "unit.png").stat().st_size > 10_000
+
+
+def test_a_clip_dissect_result_joins_the_verdicts(atlas, tmp_path):
+    import neuron_atlas
+    root, args = atlas
+    csv = tmp_path / "descriptions.csv"
+    pd.DataFrame({"layer": "block_1", "unit": range(32), "description": ["crimson"] * 31 + ["red paint"],
+                  "similarity": 0.5}).to_csv(csv, index=False)
+    argv = [*args[:args.index("--output_dir")], "--output_dir", str(tmp_path / "site"), "--no_run",
+            "--clip_dissect", str(csv)]
+    assert neuron_atlas.main(argv) == 0
+    assert "<th>clip-dissect</th>" in (tmp_path / "site" / "index.html").read_text()
+    page = (tmp_path / "site" / "units" / "block_1_0031.html").read_text()
+    assert "<b>red paint</b>" in page
+    units = {u["unit"]: u for u in json.loads((tmp_path / "site" / "units.json").read_text())}
+    assert units[0]["clip-dissect"] == "crimson"

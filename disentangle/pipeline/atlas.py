@@ -29,7 +29,6 @@ import torch
 from ..core.errors import UserError
 from ..core.hooks import capture
 from ..core.layers import resolve_layer
-from ..core.models import load_model
 from ..core.runtime import Runtime
 from ..data.images import probe_images
 from ..dissection.netdissect import layer_batches
