@@ -15,6 +15,8 @@ inputs, gradients with respect to them, attributions and metrics stay fp32.
 """
 from __future__ import annotations
 
+import itertools
+
 import shutil
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -207,7 +209,8 @@ def evaluate_masks(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targ
 def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[tuple[Path, torch.Tensor]],
         device: torch.device, targets: dict[int, int] | None = None, ig_internal_batch: int | None = None,
         desc: str = "attributions", attribution_format: str | None = None, auto: AutoBatch | None = None,
-        stem: Sequence[str] = (), plain: bool = False, fwd_hooks: Sequence[Hook] = ()) -> None:
+        stem: Sequence[str] = (), plain: bool = False, fwd_hooks: Sequence[Hook] = (),
+        batches: Sequence[int] | None = None) -> None:
     """Evaluate every batch of ``loader`` not yet on disk, for many ``(out_dir, blocked (Cb,))``
     cells of one block in one shared pass, writing each cell's per-batch parts as it goes (and with
     ``attribution_format``, one of ``ATTRIBUTION_FORMATS``, its maps).
@@ -216,15 +219,16 @@ def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[t
     ``fwd_hooks`` are installed around each batch (``zero`` mode ablates the cluster's channels
     with one; its cell then blocks nothing more); ``auto`` (``--batch_size auto``) backs off on
     out-of-memory by evaluating each batch in smaller parts; ``stem``, ``plain``: as in
-    ``evaluate_masks``.
+    ``evaluate_masks``. ``batches``: the batch numbers the loader yields (a rank's shard, from a
+    loader made with the same numbers; None: every batch), which name the parts.
     """
     if attribution_format not in (None, *ATTRIBUTION_FORMATS):
         raise UserError(f"unknown attribution format {attribution_format!r}; "
                         f"choose from {', '.join(ATTRIBUTION_FORMATS)}")
     blocked = torch.stack([mask for _, mask in cells]).to(device)
-    start = 0
-    for b, (x, labels, indices) in enumerate(tqdm(loader, desc=desc, unit="batch")):
-        start, first = start + len(x), start
+    numbers = itertools.count() if batches is None else iter(batches)
+    firsts = (chunk[0] for chunk in loader.batch_sampler)        # each batch's first position in the run
+    for (b, first), (x, labels, indices) in zip(zip(numbers, firsts), tqdm(loader, desc=desc, unit="batch")):
         name = f"batch_{b:05d}.npz"
         if all((out / "parts" / name).exists() for out, _ in cells):
             continue

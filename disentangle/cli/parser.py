@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
+import os
 import sys
 from typing import Callable
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..io import artifacts
 
@@ -30,20 +33,24 @@ _depth = 0   # entry points running, nested when one script's main calls another
 
 def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
     """Turn ``UserError`` into one line on stderr and exit status 2, an interruption (Ctrl-C) into
-    one line and status 130; the run's output locks are released either way."""
+    one line and status 130; the run's output locks are released either way. Under torchrun only
+    rank 0 prints its summary (the others' stdout and progress bars are silenced; their errors
+    still show, prefixed with their rank), and the process group ends with the stage."""
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         global _depth
         import matplotlib
         matplotlib.use("Agg")            # scripts only write figures to files, never show them
+        rank = int(os.environ.get("RANK", "0"))
         try:
             _depth += 1
-            with artifacts.run_scope():
+            with artifacts.run_scope(), _quiet(rank > 0 and _depth == 1):
                 return main(argv) or 0
         except UserError as e:
             # A DataLoader worker re-raises with the worker's traceback in the message: keep its last line.
             message = str(e).strip().splitlines()[-1]
-            print(f"error: {message.split('UserError: ', 1)[-1]}", file=sys.stderr)
+            where = f"rank {rank}: " if distributed.world_size() > 1 else ""
+            print(f"error: {where}{message.split('UserError: ', 1)[-1]}", file=sys.stderr)
             return 2
         except SystemExit as e:          # argparse's one-line errors and --help, for in-process callers
             return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
@@ -54,7 +61,25 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
             return 130
         finally:
             _depth -= 1
+            if _depth == 0:
+                distributed.shutdown()
     return wrapped
+
+
+@contextlib.contextmanager
+def _quiet(on: bool):
+    """Silence stdout and tqdm (a rank other than 0 under torchrun)."""
+    if not on:
+        yield
+        return
+    import tqdm
+    init = tqdm.tqdm.__init__
+    tqdm.tqdm.__init__ = functools.partialmethod(init, disable=True)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            yield
+    finally:
+        tqdm.tqdm.__init__ = init
 
 
 def artifacts_in(folder) -> int:

@@ -252,15 +252,24 @@ class Images:
         return self.source.describe()
 
     def loader(self, transform: Callable | Sequence[Callable], batch_size: int, workers: int = 0,
-               device: torch.device | None = None) -> DataLoader:
+               device: torch.device | None = None, batches: Sequence[int] | None = None) -> DataLoader:
         """Batches in index order: ``(x (B, 3, S, S), labels (B,), indices (B,))`` for one transform,
-        ``(x_1, ..., x_T, labels, indices)`` for a sequence of them."""
+        ``(x_1, ..., x_T, labels, indices)`` for a sequence of them. ``batches``: only these batch
+        numbers of the full sequence (a rank's shard), in the order given."""
         if batch_size < 1:
             raise UserError(f"--batch_size must be at least 1, got {batch_size}")
         transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
-        return DataLoader(_Items(self.source, self.indices, transforms), batch_size=batch_size, shuffle=False,
-                          num_workers=0 if self.source.in_process else workers,
-                          pin_memory=device is not None and device.type == "cuda", persistent_workers=False)
+        items = _Items(self.source, self.indices, transforms)
+        common = dict(num_workers=0 if self.source.in_process else workers,
+                      pin_memory=device is not None and device.type == "cuda", persistent_workers=False)
+        if batches is None:
+            return DataLoader(items, batch_size=batch_size, shuffle=False, **common)
+        n = len(self.indices)
+        chosen = [list(range(b * batch_size, min((b + 1) * batch_size, n))) for b in batches]
+        return DataLoader(items, batch_sampler=chosen, **common)
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-len(self.indices) // batch_size)
 
     def pixels(self, spec: ModelSpec) -> np.ndarray:
         """``(N, S, S, 3)`` uint8: each picture through the model's preprocessing up to, not

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from ..attribution.metrics import topk_correct
+from ..core import distributed
 from ..core.hooks import MODES, Hook, block_hook, channel_mask, hooks
 from ..core.layers import resolve_layer
 from ..core.runtime import Runtime
@@ -36,7 +37,8 @@ def loader_accuracy(model: torch.nn.Module, loader, device: torch.device,
                     logits = model(x)
                 counts[name] += torch.stack([(logits.argmax(1) == y).sum(), topk_correct(logits, y, 5).sum()]).cpu()
             n += len(y)
-    return {name: {"top1": int(c[0]) / n, "top5": int(c[1]) / n} for name, c in counts.items()}, n
+    return {name: {"top1": int(c[0]) / n if n else 0.0, "top5": int(c[1]) / n if n else 0.0}
+            for name, c in counts.items()}, n
 
 
 def data_set_accuracy(session: Session, batch_size: int) -> dict:
@@ -45,17 +47,23 @@ def data_set_accuracy(session: Session, batch_size: int) -> dict:
     fixed by its description) keeps the result in the user cache (``io.cache.user_cache``), keyed on
     the weights and the data; files on disk are read every time."""
     source = session.images.source
-
-    def compute() -> dict[str, np.ndarray]:
-        whole = folder_images(source)
-        result, n = loader_accuracy(session.model, whole.loader(session.transform(), batch_size, session.workers,
-                                                                session.device), session.device, {"model": []})
-        return {"top1": np.array(result["model"]["top1"]), "top5": np.array(result["model"]["top5"]),
-                "n_images": np.array(n)}
-
     key = {"model": session.spec.name, "weights_sha256": session.loaded.weights["sha256"],
            "data": source.describe(), "square": source.square, "device": session.device.type}
-    r = cache.cached(cache.user_cache() if source.in_process else None, "data_set_accuracy", key, compute)
+    folder = cache.user_cache() if source.in_process else None
+    r = cache.load(folder, "data_set_accuracy", key)
+    if r is None:
+        # Under torchrun each rank counts every N-th batch; the counts add up exactly.
+        rank = distributed.group(session.device)
+        whole = folder_images(source)
+        batches = rank.shard(range(whole.n_batches(batch_size)))
+        rates, n = loader_accuracy(session.model, whole.loader(session.transform(), batch_size, session.workers,
+                                                               session.device, batches), session.device,
+                                   {"model": []})
+        hits = torch.tensor([round(rates["model"]["top1"] * n), round(rates["model"]["top5"] * n), n])
+        top1, top5, total = distributed.sum_counts(hits).tolist()
+        r = {"top1": np.array(top1 / total), "top5": np.array(top5 / total), "n_images": np.array(total)}
+        if rank.main:
+            cache.store(folder, "data_set_accuracy", key, r)
     return {"top1": float(r["top1"]), "top5": float(r["top5"]), "n_images": int(r["n_images"])}
 
 

@@ -7,6 +7,7 @@ import time
 
 from ..attribution import evaluation
 from ..attribution.evaluation import EvalConfig
+from ..core import distributed
 from ..core.hooks import channel_mask
 from ..core.layers import layer_width
 from ..core.runtime import AutoBatch
@@ -43,20 +44,28 @@ def run_baseline(session: Session, cfg: EvalConfig, out: str | Path, overwrite: 
         "baseline_eval", {**session.config(), **cfg.recorded()},
         session.runtime_record(engine={"cut": block}, attribution_format=attribution_format),
         weights_path=session.loaded.weights["path"])
-    state = artifacts.open_output(out, manifest, overwrite)
+    rank = distributed.group(session.device)
+    state = distributed.decide(lambda: artifacts.open_output(out, manifest, overwrite))
     if state == "complete":
         return Outcome(out, True, evaluation.read_result(out))
-    if state == "fresh":
+    if state == "fresh" and rank.main:
         artifacts.write_json(out / artifacts.MANIFEST, manifest)
+    distributed.barrier()
     start = time.time()
     auto = AutoBatch(session.runtime.batch_size, session.device)
     whole = data_set_accuracy(session, auto.start) if cfg.protocol == "original" else None
     open_mask = channel_mask([], layer_width(session.model, block, session.example()))
-    evaluation.run(session.model, session.loader(auto.start), cfg, block, [(out, open_mask)], session.device,
-                   ig_internal_batch=session.runtime.ig_batch, desc=f"baseline {session.spec.name}",
+    # Under torchrun each rank takes every N-th batch; the parts are named by batch, so the
+    # results are those of one process.
+    batches = rank.shard(range(session.images.n_batches(auto.start)))
+    evaluation.run(session.model, session.loader(auto.start, batches=batches), cfg, block, [(out, open_mask)],
+                   session.device, ig_internal_batch=session.runtime.ig_batch, desc=f"baseline {session.spec.name}",
                    attribution_format=attribution_format, auto=auto, stem=session.spec.stem,
-                   plain=session.runtime.plain)
-    result = evaluation.finalize(out, cfg, whole=whole)
-    manifest.update(complete=True, seconds=round(time.time() - start, 1))
-    artifacts.write_json(out / artifacts.MANIFEST, manifest)
-    return Outcome(out, False, result)
+                   plain=session.runtime.plain, batches=batches)
+    distributed.barrier()
+    result = None
+    if rank.main:
+        result = evaluation.finalize(out, cfg, whole=whole)
+        manifest.update(complete=True, seconds=round(time.time() - start, 1), world_size=rank.world)
+        artifacts.write_json(out / artifacts.MANIFEST, manifest)
+    return Outcome(out, False, distributed.broadcast(result))

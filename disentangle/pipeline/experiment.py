@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..attribution import evaluation
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.hooks import MODES, block_hook, channel_mask
 from ..core.layers import resolve_layer
@@ -86,10 +87,12 @@ def open_cell(ctx: Context, cell: Cell, mode: str, settings: Settings, engine: s
                      "baseline_sha256": ctx.baseline.sha256},
         s.runtime_record(engine=engine), inputs={"baseline": str(ctx.baseline.folder), **cell.sources},
         hook={"block": resolve_layer(s.spec, cell.block), "mode": mode, "n_blocked": len(cell.channels)})
-    state = artifacts.open_output(cell.out, cell.manifest, settings.overwrite)
-    if state == "fresh":
-        artifacts.write_json(cell.out / artifacts.MANIFEST, cell.manifest)
-    return state != "complete"
+    def choose() -> str:
+        state = artifacts.open_output(cell.out, cell.manifest, settings.overwrite)
+        if state == "fresh":
+            artifacts.write_json(cell.out / artifacts.MANIFEST, cell.manifest)
+        return state
+    return distributed.decide(choose) != "complete"       # under torchrun rank 0 opens the folder
 
 
 def close_cell(ctx: Context, cell: Cell, seconds: float) -> dict:
@@ -103,8 +106,10 @@ def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode
               settings: Settings) -> dict[Path, dict]:
     """Every unfinished cell of one block, on the baseline's images and targets: ``detach`` cells in
     one shared pass, each ``zero`` cell in a pass of its own with its channels ablated. Returns each
-    run cell's result (``finalize``'s), by folder; complete cells are left as they are."""
+    run cell's result (``finalize``'s), by folder; complete cells are left as they are. Under
+    torchrun each rank takes every N-th batch of every pass and rank 0 gathers the cells."""
     s = ctx.session
+    rank = distributed.group(s.device)
     path = resolve_layer(s.spec, block)
     engine = "shared-pass" if mode == "detach" else "zero-hook"
     todo = [c for c in cells if open_cell(ctx, c, mode, settings, engine)]
@@ -128,11 +133,13 @@ def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode
         label = (f"{block}: {len(group)} masks, one pass" if mode == "detach"
                  else f"{group[0].stage} {group[0].out.name}")
         targets = predicted if group[0].target == "pred" else ctx.baseline.targets
-        evaluation.run(s.model, s.loader(auto.start), ctx.cfg, path, cells_masks, s.device, targets,
-                       s.runtime.ig_batch, desc=label, attribution_format=settings.attribution_format, auto=auto,
-                       stem=s.spec.stem, plain=s.runtime.plain, fwd_hooks=hooks)
-        for c in group:
-            results[c.out] = close_cell(ctx, c, (time.time() - start) / len(group))
+        batches = rank.shard(range(s.images.n_batches(auto.start)))
+        evaluation.run(s.model, s.loader(auto.start, batches=batches), ctx.cfg, path, cells_masks, s.device,
+                       targets, s.runtime.ig_batch, desc=label, attribution_format=settings.attribution_format,
+                       auto=auto, stem=s.spec.stem, plain=s.runtime.plain, fwd_hooks=hooks, batches=batches)
+        distributed.barrier()
+        done = {c.out: close_cell(ctx, c, (time.time() - start) / len(group)) for c in group} if rank.main else None
+        results.update(distributed.broadcast(done))
     return results
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..attribution.evaluation import EvalConfig
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.hooks import MODES
 from ..core.models import get_spec
@@ -113,9 +114,12 @@ def describe(steps: list[Step], cfg: GridConfig) -> str:
 
 def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = print) -> Path:
     """Run the plan, one stage call per step; returns the summary table's path. The grid holds the
-    lock of its outputs folder, so a second grid into it stops at once."""
+    lock of its outputs folder, so a second grid into it stops at once. Under torchrun the
+    attribution steps (baseline, blocked runs and controls) are sharded by batch over the ranks;
+    the others, cheap next to them, run on rank 0 while the rest wait."""
     root = Path(cfg.outputs)
-    artifacts.hold(root)
+    distributed.group(cfg.runtime.torch_device())
+    distributed.decide(lambda: artifacts.hold(root))
     per_batch = cfg.runtime.images_per_batch()
     fixed = replace(cfg.runtime, batch_size=per_batch)      # stages outside the engine take no 'auto'
     sessions: dict[tuple, object] = {}
@@ -128,26 +132,32 @@ def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = pri
         return sessions[images, order]
 
     summary = layout.grid_summary_file(root)
-    for i, step in enumerate(steps, 1):
+
+    def run(step: Step) -> str:
         b, k, c = step.block, step.k, step.cluster
-        done = ""
         if step.kind == "baseline":
-            done = _skipped(run_baseline(session(cfg.images, cfg.runtime, "strided"), cfg.eval,
+            return _skipped(run_baseline(session(cfg.images, cfg.runtime, "strided"), cfg.eval,
                                          layout.baseline_dir(root), cfg.overwrite).skipped)
-        elif step.kind == "stats":
-            done = _skipped(run_neuron_stats(session(cfg.stats_images, fixed, "first"), b, k, cfg.n_init,
+        if step.kind == "stats":
+            return _skipped(run_neuron_stats(session(cfg.stats_images, fixed, "first"), b, k, cfg.n_init,
                                              layout.stats_dir(b, k, root), cfg.overwrite, cfg.features,
                                              cfg.kmeans).skipped)
-        elif step.kind == "centroids":
+        if step.kind == "centroids":
             describe_clusters(readers.load_clusters(layout.stats_dir(b, k, root)), None, cfg.seed)
         elif step.kind.startswith("blocked:"):
             ran = _blocked(cfg, root, b, step.kind.split(":")[1])
-            done = f": {ran} runs" if ran else ": already complete"
+            return f": {ran} runs" if ran else ": already complete"
         elif step.kind == "controlviz":
             compare_to_controls(layout.filtered_dir(b, c, k, "detach", root),
                                 layout.control_dir(b, c, k, "detach", root))
         else:
-            summary, _ = write_grid_summary(root)
+            write_grid_summary(root)
+        return ""
+
+    for i, step in enumerate(steps, 1):
+        sharded = step.kind == "baseline" or step.kind.startswith("blocked:")
+        # A step rank 0 runs alone: its error, if any, stops every rank at once.
+        done = run(step) if sharded else distributed.decide(lambda: run(step))
         log(f"[{i}/{len(steps)}] {step.label()}{done}")
     return summary
 

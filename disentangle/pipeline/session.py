@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.models import LoadedModel, get_spec, load_model
 from ..core.runtime import Runtime, keep_freed_memory, strict_fp32
@@ -47,13 +48,14 @@ class Session:
         """The model's preprocessing of these images: PIL -> normalised ``(3, S, S)``."""
         return self.spec.transform(square=self.images.source.square)
 
-    def loader(self, batch_size: int | None = None, transform=None, indices=None) -> DataLoader:
+    def loader(self, batch_size: int | None = None, transform=None, indices=None,
+               batches: list[int] | None = None) -> DataLoader:
         """Batches ``(x (B, 3, S, S), labels (B,), indices (B,))`` of the images in order (or of the
         source's ``indices``), through the model's preprocessing (or ``transform``), ``batch_size``
-        (default: the runtime's) at a time."""
+        (default: the runtime's) at a time; ``batches``: only these batch numbers (a rank's shard)."""
         size = self.runtime.images_per_batch(self.device) if batch_size is None else batch_size
         images = self.images if indices is None else Images(self.images.source, np.asarray(indices))
-        return images.loader(transform or self.transform(), size, self.workers, self.device)
+        return images.loader(transform or self.transform(), size, self.workers, self.device, batches)
 
     def example(self) -> torch.Tensor:
         """The first image as the model's input ``(1, 3, S, S)`` on the device."""
@@ -99,7 +101,7 @@ def setup(model: str = "tiny_densenet", weights: str | None = None, data: str | 
     set_seeds(seed)
     if not runtime.plain:
         keep_freed_memory()
-    device = runtime.torch_device()
+    device = distributed.device_for_rank(runtime.torch_device())
     strict_fp32()
     spec = get_spec(model)
     if isinstance(images, Images):
