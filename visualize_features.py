@@ -13,7 +13,6 @@ from pathlib import Path
 
 from disentangle import cli
 from disentangle.core.models import get_spec, load_model
-from disentangle.data.images import dataset_images
 from disentangle.io import layout
 from disentangle.neurons.featureviz import COLOURS, VizConfig
 from disentangle.pipeline.features import choose_colour, run_features
@@ -59,12 +58,7 @@ def parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = VizConfig(args.steps, args.lr, args.decay, not args.no_transforms, args.batch_size, args.size)
-    spec = get_spec(args.model)
-    colour = args.colour
-    if colour == "auto":
-        colour = "data" if args.data or spec.default_data == "concepts" else "imagenet"
-    images = dataset_images(args.data or spec.default_data, 64, args.data_root) if colour == "data" else None
-    basis, colour_name = choose_colour(colour, images)
+    basis, colour_name = choose_colour(args.colour, get_spec(args.model), args.data, args.data_root)
     runtime = cli.runtime(args)
     device = runtime.torch_device()
     loaded = load_model(args.model, args.weights, device)

@@ -227,8 +227,14 @@ def run(model: nn.Module, loader, cfg: EvalConfig, block: str, cells: Sequence[t
                         f"choose from {', '.join(ATTRIBUTION_FORMATS)}")
     blocked = torch.stack([mask for _, mask in cells]).to(device)
     numbers = itertools.count() if batches is None else iter(batches)
-    firsts = (chunk[0] for chunk in loader.batch_sampler)        # each batch's first position in the run
-    for (b, first), (x, labels, indices) in zip(zip(numbers, firsts), tqdm(loader, desc=desc, unit="batch")):
+    # Each batch's first position in the run: from a DataLoader's batches (a rank's shard starts
+    # anywhere), else counted along a plain sequence of batches.
+    sampler = getattr(loader, "batch_sampler", None)
+    firsts = iter(chunk[0] for chunk in sampler) if sampler is not None else None
+    start = 0
+    for b, (x, labels, indices) in zip(numbers, tqdm(loader, desc=desc, unit="batch")):
+        first = next(firsts) if firsts is not None else start
+        start = first + len(x)
         name = f"batch_{b:05d}.npz"
         if all((out / "parts" / name).exists() for out, _ in cells):
             continue

@@ -244,8 +244,7 @@ class Stages:
             if self._missing(f"visualize_features {block}"):
                 return None
             s = self.session(None, probe=True)
-            probe = s.images if s.spec.default_data == "concepts" else None
-            colour, name = choose_colour("auto", probe)
+            colour, name = choose_colour("auto", s.spec)
             run_features(s.loaded, block, None, VizConfig(steps=self.cfg.feature_steps), colour, name, s.device,
                          folder, self.cfg.seed)
         return folder

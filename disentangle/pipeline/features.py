@@ -15,8 +15,8 @@ from PIL import Image
 
 from ..core.errors import UserError
 from ..core.layers import layer_width, resolve_layer
-from ..core.models import LoadedModel
-from ..data.images import Images
+from ..core.models import LoadedModel, ModelSpec
+from ..data.images import Images, dataset_images
 from ..io import artifacts, layout
 from ..neurons import featureviz as fv
 
@@ -40,17 +40,18 @@ def colour_pixels(images: Images, n: int = 64) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(picked))
 
 
-def choose_colour(colour: str, images: Images | None) -> tuple[torch.Tensor, str]:
-    """The colour basis of ``--colour`` and what it was: ``data`` (the covariance of ``images``),
-    ``imagenet`` (Lucid's ImageNet estimate), ``none`` (identity), ``auto`` (data when given, else
-    imagenet)."""
+def choose_colour(colour: str, spec: ModelSpec, data: str | None = None, data_root: str | None = None
+                  ) -> tuple[torch.Tensor, str]:
+    """The colour basis of ``--colour`` and what it was: ``data`` (the covariance of 64 images of
+    ``data``, default the model's own), ``imagenet`` (Lucid's ImageNet estimate), ``none``
+    (identity); ``auto``: data for a model of the concept world or when ``data`` is given, else
+    imagenet (which needs no images on disk)."""
     if colour not in fv.COLOURS:
         raise UserError(f"--colour must be one of {', '.join(fv.COLOURS)}, got {colour!r}")
     if colour == "auto":
-        colour = "data" if images is not None else "imagenet"
+        colour = "data" if data or spec.default_data == "concepts" else "imagenet"
     if colour == "data":
-        if images is None:
-            raise UserError("--colour data needs images (--data)")
+        images = dataset_images(data or spec.default_data, 64, data_root)
         return fv.colour_basis(colour_pixels(images)), f"data ({images.describe().get('name')})"
     return (fv.colour_basis(None), "imagenet") if colour == "imagenet" else (torch.eye(3), "none")
 
