@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from disentangle import cli
+from disentangle.core import distributed
 from disentangle.core.models import get_spec, load_model
 from disentangle.io import layout
 from disentangle.neurons.featureviz import COLOURS, VizConfig
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = VizConfig(args.steps, args.lr, args.decay, not args.no_transforms, args.batch_size, args.size)
     basis, colour_name = choose_colour(args.colour, get_spec(args.model), args.data, args.data_root)
     runtime = cli.runtime(args)
-    device = runtime.torch_device()
+    device = distributed.device_for_rank(runtime.torch_device())
     loaded = load_model(args.model, args.weights, device)
     for block in args.blocks:
         out = Path(args.output_dir) / f"{args.model}_{block}" if args.output_dir else \

@@ -111,3 +111,15 @@ def test_a_hanging_rank_fails_the_run_with_one_line(tmp_path, folder):
     assert time.time() - started < 200
     lines = [line for line in err.splitlines() if line.startswith("error: rank 0:")]
     assert len(lines) == 1 and "another rank died or hangs" in lines[0], err[-3000:]
+
+
+def test_feature_visualizations_two_ranks_equal_one_process(tmp_path):
+    e = env(tmp_path)
+    args = ["--blocks", "block_2", "--units", "0-5", "--steps", "6", "--batch_size", "2"]
+    a = one("visualize_features.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
+    b = two("visualize_features.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
+    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
+    za, zb = (np.load(tmp_path / n / "tiny_densenet_block_2" / "features.npz") for n in ("one", "two"))
+    for key in ("units", "images", "activations"):
+        np.testing.assert_array_equal(za[key], zb[key])
+    assert b.stdout.count("units/s") == 1

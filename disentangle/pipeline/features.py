@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.layers import layer_width, resolve_layer
 from ..core.models import LoadedModel, ModelSpec
@@ -60,7 +61,9 @@ def run_features(loaded: LoadedModel, block: str, units: Sequence[int] | None, c
                  colour: torch.Tensor, colour_name: str, device: torch.device, out: str | Path, seed: int = 0,
                  overwrite: bool = False) -> Features:
     """Feature visualizations of ``units`` (None: all) of ``block`` into the folder ``out``; batches
-    already written by an interrupted run with the same settings are kept."""
+    already written by an interrupted run with the same settings are kept. Under torchrun each rank
+    takes every N-th batch of units (each unit's image is its own seed's, whichever rank makes it)
+    and rank 0 writes the rest; ``seconds`` is the slowest rank's."""
     spec = loaded.spec
     path = resolve_layer(spec, block, loaded.model)
     example = torch.zeros(1, 3, spec.input_size, spec.input_size, device=device)
@@ -75,14 +78,23 @@ def run_features(loaded: LoadedModel, block: str, units: Sequence[int] | None, c
     manifest = artifacts.make_manifest("visualize_features", config, {"device": str(device),
                                                                       "batch_size": cfg.batch_size})
     out = Path(out)
-    state = artifacts.open_output(out, manifest, overwrite, progress=f"{PARTS}/*.npz")
-    if state == "complete":
+    rank = distributed.group(device)
+
+    def read_back(seconds: float, skipped: bool) -> Features:
         z = artifacts.read_npz(out / "features.npz", ("units", "images", "activations"), "feature visualizations")
-        return Features(out, z["units"], z["images"], z["activations"], 0.0, True)
-    artifacts.write_manifest(out, manifest)
+        return Features(out, z["units"], z["images"], z["activations"], seconds, skipped)
+
+    def choose() -> str:
+        state = artifacts.open_output(out, manifest, overwrite, progress=f"{PARTS}/*.npz")
+        if state != "complete":
+            artifacts.write_manifest(out, manifest)
+        return state
+    if distributed.decide(choose) == "complete":
+        return read_back(0.0, True)
+    distributed.barrier()
     normalise = fv.Normalise(spec.mean, spec.std)
     seconds = 0.0
-    for start in range(0, len(chosen), cfg.batch_size):
+    for start in rank.shard(range(0, len(chosen), cfg.batch_size)):
         part = out / PARTS / f"{start:06d}.npz"
         if part.exists():
             continue
@@ -91,6 +103,11 @@ def run_features(loaded: LoadedModel, block: str, units: Sequence[int] | None, c
         images, acts = fv.visualize(loaded.model, path, batch, normalise, spec.input_size, cfg, colour, device, seed)
         seconds += time.perf_counter() - t0
         artifacts.write_npz(part, units=np.array(batch), images=images, activations=acts)
+    times = distributed.gather(seconds)
+    if not rank.main:
+        distributed.barrier()                       # rank 0 writes the results
+        return read_back(seconds, False)
+    seconds = max(times)
     parts = [artifacts.read_npz(out / PARTS / f"{s:06d}.npz") for s in range(0, len(chosen), cfg.batch_size)]
     result = Features(out, np.concatenate([p["units"] for p in parts]), np.concatenate([p["images"] for p in parts]),
                       np.concatenate([p["activations"] for p in parts]), seconds, False)
@@ -100,7 +117,8 @@ def run_features(loaded: LoadedModel, block: str, units: Sequence[int] | None, c
     feature_grid(result.images, result.units, result.activations, f"{spec.name} {block}", out / "features_grid.png")
     artifacts.write_npz(out / "features.npz", units=result.units, images=result.images,
                         activations=result.activations)
-    artifacts.write_manifest(out, {**manifest, "complete": True, "seconds": seconds})
+    artifacts.write_manifest(out, {**manifest, "complete": True, "seconds": seconds, "world_size": rank.world})
+    distributed.barrier()
     return result
 
 
