@@ -123,3 +123,16 @@ def test_feature_visualizations_two_ranks_equal_one_process(tmp_path):
     for key in ("units", "images", "activations"):
         np.testing.assert_array_equal(za[key], zb[key])
     assert b.stdout.count("units/s") == 1
+
+
+def test_cams_two_ranks_equal_one_process(tmp_path):
+    e = env(tmp_path)
+    args = ["--images", "10", "--batch_size", "3", "--methods", "gradcam,scorecam"]
+    a = one("cam_explain.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
+    b = two("cam_explain.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
+    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
+    za, zb = (np.load(tmp_path / n / "heatmaps.npz") for n in ("one", "two"))
+    assert sorted(za.files) == sorted(zb.files)
+    for key in za.files:
+        np.testing.assert_array_equal(za[key], zb[key])
+    assert (tmp_path / "one" / "predictions.csv").read_bytes() == (tmp_path / "two" / "predictions.csv").read_bytes()

@@ -124,6 +124,18 @@ def broadcast(obj: Any) -> Any:
     return box[0]
 
 
+def over_batches(rank: Rank, n: int, batch_size: int, fn: Callable[[int, int], Any]) -> list[Any] | None:
+    """``fn(start, stop)`` for this rank's batches of ``n`` items (every N-th batch of
+    ``batch_size``); on rank 0 every batch's result in batch order, None on the others."""
+    starts = list(range(0, n, batch_size))
+    mine = {s: fn(s, min(s + batch_size, n)) for s in rank.shard(starts)}
+    everyone = gather(mine)
+    if everyone is None:
+        return None
+    merged = {k: v for part in everyone for k, v in part.items()}
+    return [merged[s] for s in starts]
+
+
 def decide(choose: Callable[[], Any]) -> Any:
     """``choose()`` run on rank 0 alone (it may take locks or write), its value, or its one-line
     error, on every rank: no rank waits for a decision that failed."""

@@ -268,6 +268,14 @@ class CamResult:
     seconds: dict[str, float]     # method -> seconds over all images
 
 
+def join(parts: list[CamResult]) -> CamResult:
+    """Consecutive batches' results as one (seconds added)."""
+    return CamResult({m: np.concatenate([p.maps[m] for p in parts]) for m in parts[0].maps},
+                     np.concatenate([p.target for p in parts]), np.concatenate([p.probability for p in parts]),
+                     np.concatenate([p.top1 for p in parts]),
+                     {m: sum(p.seconds[m] for p in parts) for m in parts[0].seconds})
+
+
 def explain_images(model: nn.Module, spec: ModelSpec, pixels: np.ndarray, cfg: CamConfig, batch_size: int,
                    device: torch.device, labels: np.ndarray | None = None) -> CamResult:
     """Maps of every picture of ``pixels (N, S, S, 3)`` uint8, ``batch_size`` images per layer pass

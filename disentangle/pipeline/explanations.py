@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.layers import resolve_layer
 from ..data.images import pixel_transform
@@ -116,12 +117,21 @@ def run_cams(session: Session, cfg: cams.CamConfig, out: str | Path, overwrite: 
     cfg = replace(cfg, layer=resolve_layer(session.spec, cfg.layer, session.model))   # a block name or a path
     pixels = session.images.pixels(session.spec)                               # (N, S, S, 3)
     cams.probe(session.model, session.spec, pixels, cfg, session.device)
-    manifest, complete = _start(session, "cam_explain", vars(cfg), out, overwrite)
+    rank = distributed.group(session.device)
+    manifest, complete = distributed.decide(lambda: _start(session, "cam_explain", vars(cfg), out, overwrite))
     if complete:
         return _read_back(out)
-    result = cams.explain_images(session.model, session.spec, pixels, cfg,
-                                 session.runtime.images_per_batch(session.device), session.device,
-                                 session.images.labels)
+    # Under torchrun each rank explains every N-th batch; rank 0 joins them in order and writes.
+    size = session.runtime.images_per_batch(session.device)
+    labels = session.images.labels
+
+    def explain(a: int, b: int) -> cams.CamResult:
+        return cams.explain_images(session.model, session.spec, pixels[a:b], cfg, size, session.device,
+                                   None if labels is None else labels[a:b])
+    parts = distributed.over_batches(rank, len(pixels), size, explain)
+    if not rank.main:
+        return distributed.broadcast(None)
+    result = cams.join(parts)
     ids = session.images.ids
     artifacts.write_json(out / artifacts.MANIFEST, manifest)
     _write_images(out, session, pixels)
@@ -132,7 +142,7 @@ def run_cams(session: Session, cfg: cams.CamConfig, out: str | Path, overwrite: 
         for i, picture, heat in zip(ids, pixels, maps):
             artifacts.write_bytes(out / "overlays" / m / f"{i}.png", pictures.overlay_png(picture, heat))
             artifacts.write_bytes(out / "masks" / m / f"{i}.png", pictures.grey_png(heat))
-    return Explained(out, False, table, _finish(out, manifest, result.seconds, len(ids)))
+    return distributed.broadcast(Explained(out, False, table, _finish(out, manifest, result.seconds, len(ids))))
 
 
 def reference_masks(session: Session, folder: str | Path | None, size: int) -> np.ndarray | None:
