@@ -136,3 +136,16 @@ def test_cams_two_ranks_equal_one_process(tmp_path):
     for key in za.files:
         np.testing.assert_array_equal(za[key], zb[key])
     assert (tmp_path / "one" / "predictions.csv").read_bytes() == (tmp_path / "two" / "predictions.csv").read_bytes()
+
+
+def test_lime_two_ranks_equal_one_process(tmp_path):
+    e = env(tmp_path)
+    args = ["--images", "5", "--batch_size", "2", "--num_samples", "40", "--top_labels", "2"]
+    a = one("lime_explain.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
+    b = two("lime_explain.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
+    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
+    za, zb = (np.load(tmp_path / n / "lime.npz") for n in ("one", "two"))
+    for key in za.files:
+        np.testing.assert_array_equal(za[key], zb[key])
+    pa, pb = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "two"))
+    pd.testing.assert_frame_equal(pa, pb)

@@ -148,6 +148,20 @@ class LimeResult:
     times: np.ndarray            # (N,) seconds per image
 
 
+def join(parts: list[LimeResult]) -> LimeResult:
+    """Consecutive batches' results as one; ``labels`` and ``heatmaps`` padded to the largest K
+    (class -1, weight 0), as ``explain_images`` pads them."""
+    k = max(p.labels.shape[1] for p in parts)
+
+    def pad(a: np.ndarray, value) -> np.ndarray:
+        return np.pad(a, [(0, 0), (0, k - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=value)
+    fields = ("masks", "segments", "probability", "top1", "intercept", "score", "local_pred", "times")
+    joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
+    return LimeResult(np.concatenate([pad(p.labels, -1) for p in parts]),
+                      np.concatenate([pad(p.heatmaps, 0) for p in parts]),
+                      seconds=sum(p.seconds for p in parts), **joined)
+
+
 def explain_image(pixels: np.ndarray, classifier: Classifier, cfg: LimeConfig) -> dict:
     """LIME on one ``(S, S, 3)`` uint8 picture; a fresh explainer seeded with ``cfg.seed``.
     ``cfg.target``: a class index or None (the ``top_labels`` top classes)."""

@@ -200,12 +200,22 @@ def run_lime(session: Session, cfg: lime.LimeConfig, out: str | Path, overwrite:
                  for k, c in enumerate(configs) if c != cfg}
     config = {"methods": ["lime"], **cfg.parameters(), "per_image": per_image,
               "references": None if references is None else str(Path(references).resolve())}
-    manifest, complete = _start(session, "lime_explain", config, out, overwrite)
+    rank = distributed.group(session.device)
+    manifest, complete = distributed.decide(lambda: _start(session, "lime_explain", config, out, overwrite))
     if complete:
         return _read_back(out)
-    result = lime.explain_images(session.model, session.spec, pixels, cfg,
-                                 session.runtime.images_per_batch(session.device), session.device,
-                                 session.images.labels, configs)
+    # Under torchrun each rank explains every N-th batch (each image's LIME has its own seed);
+    # rank 0 joins them in order and writes.
+    size = session.runtime.images_per_batch(session.device)
+    labels = session.images.labels
+
+    def explain(a: int, b: int) -> lime.LimeResult:
+        return lime.explain_images(session.model, session.spec, pixels[a:b], cfg, size, session.device,
+                                   None if labels is None else labels[a:b], configs[a:b])
+    parts = distributed.over_batches(rank, len(pixels), size, explain)
+    if not rank.main:
+        return distributed.broadcast(None)
+    result = lime.join(parts)
     ids, target = session.images.ids, result.labels[:, 0]
     artifacts.write_json(out / artifacts.MANIFEST, manifest)
     _write_images(out, session, pixels)
@@ -223,7 +233,7 @@ def run_lime(session: Session, cfg: lime.LimeConfig, out: str | Path, overwrite:
     artifacts.write_csv(out / PREDICTIONS, table)
     for i, picture, mask in zip(ids, pixels, result.masks):
         artifacts.write_bytes(out / "overlays" / "lime" / f"{i}.png", pictures.mask_overlay_png(picture, mask))
-    return Explained(out, False, table, _finish(out, manifest, {"lime": result.seconds}, n))
+    return distributed.broadcast(Explained(out, False, table, _finish(out, manifest, {"lime": result.seconds}, n)))
 
 
 def compare(inputs: list[str | Path], cfg: BinarizeConfig, out: str | Path, overwrite: bool = False,
