@@ -29,6 +29,23 @@ def two(script, *args, e):
                            script, *args], cwd=ROOT, env=e, capture_output=True, text=True)
 
 
+def both(tmp_path, script, *args, flag="--output_dir"):
+    """``script`` as one process into ``tmp_path/one`` and as 2 ranks into ``tmp_path/two``; both
+    must succeed. Returns the 2-rank run."""
+    e = env(tmp_path)
+    a = one(script, *args, flag, str(tmp_path / "one"), e=e)
+    b = two(script, *args, flag, str(tmp_path / "two"), e=e)
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr + b.stderr)[-3000:]
+    return b
+
+
+def same_arrays(a: Path, b: Path, keys=None) -> None:
+    za, zb = np.load(a), np.load(b)
+    assert sorted(za.files) == sorted(zb.files)
+    for key in keys or za.files:
+        np.testing.assert_array_equal(za[key], zb[key])
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """30 concept-world images as class folders: a data set small enough to be counted whole."""
@@ -39,11 +56,8 @@ def folder(tmp_path_factory):
 
 
 def test_baseline_two_ranks_equal_one_process(tmp_path, folder):
-    e = env(tmp_path)
-    args = ["--data", str(folder), "--images", "22", "--ig-steps", "4", "--batch-size", "4"]
-    a = one("baseline_eval.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
-    b = two("baseline_eval.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
-    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
+    b = both(tmp_path, "baseline_eval.py", "--data", str(folder), "--images", "22", "--ig-steps", "4",
+             "--batch-size", "4")
     for name in ("per_image.csv", "accuracy.json", "metrics.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     ones = sorted(p.name for p in (tmp_path / "one" / "attributions").iterdir())
@@ -56,12 +70,9 @@ def test_baseline_two_ranks_equal_one_process(tmp_path, folder):
 
 
 def test_grid_two_ranks_equal_one_process(tmp_path, folder):
-    e = env(tmp_path)
-    args = ["--data", str(folder), "--images", "12", "--blocks", "block_4", "--ks", "2", "--control_ks=2", "--repeats", "1",
-            "--ig-steps", "2", "--stats_images", "24", "--batch-size", "4"]
-    a = one("run_experiments.py", *args, "--outputs", str(tmp_path / "one"), e=e)
-    b = two("run_experiments.py", *args, "--outputs", str(tmp_path / "two"), e=e)
-    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
+    both(tmp_path, "run_experiments.py", "--data", str(folder), "--images", "12", "--blocks", "block_4", "--ks", "2",
+         "--control_ks=2", "--repeats", "1", "--ig-steps", "2", "--stats_images", "24", "--batch-size", "4",
+         flag="--outputs")
     one_table = pd.read_csv(tmp_path / "one" / "mask_grid_summary.csv")
     assert len(one_table) >= 3
     assert (tmp_path / "one" / "mask_grid_summary.csv").read_bytes() == \
@@ -114,38 +125,21 @@ def test_a_hanging_rank_fails_the_run_with_one_line(tmp_path, folder):
 
 
 def test_feature_visualizations_two_ranks_equal_one_process(tmp_path):
-    e = env(tmp_path)
-    args = ["--blocks", "block_2", "--units", "0-5", "--steps", "6", "--batch_size", "2"]
-    a = one("visualize_features.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
-    b = two("visualize_features.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
-    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
-    za, zb = (np.load(tmp_path / n / "tiny_densenet_block_2" / "features.npz") for n in ("one", "two"))
-    for key in ("units", "images", "activations"):
-        np.testing.assert_array_equal(za[key], zb[key])
+    b = both(tmp_path, "visualize_features.py", "--blocks", "block_2", "--units", "0-5", "--steps", "6",
+             "--batch_size", "2")
+    same_arrays(*(tmp_path / n / "tiny_densenet_block_2" / "features.npz" for n in ("one", "two")),
+                keys=("units", "images", "activations"))
     assert b.stdout.count("units/s") == 1
 
 
 def test_cams_two_ranks_equal_one_process(tmp_path):
-    e = env(tmp_path)
-    args = ["--images", "10", "--batch_size", "3", "--methods", "gradcam,scorecam"]
-    a = one("cam_explain.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
-    b = two("cam_explain.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
-    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
-    za, zb = (np.load(tmp_path / n / "heatmaps.npz") for n in ("one", "two"))
-    assert sorted(za.files) == sorted(zb.files)
-    for key in za.files:
-        np.testing.assert_array_equal(za[key], zb[key])
+    both(tmp_path, "cam_explain.py", "--images", "10", "--batch_size", "3", "--methods", "gradcam,scorecam")
+    same_arrays(tmp_path / "one" / "heatmaps.npz", tmp_path / "two" / "heatmaps.npz")
     assert (tmp_path / "one" / "predictions.csv").read_bytes() == (tmp_path / "two" / "predictions.csv").read_bytes()
 
 
 def test_lime_two_ranks_equal_one_process(tmp_path):
-    e = env(tmp_path)
-    args = ["--images", "5", "--batch_size", "2", "--num_samples", "40", "--top_labels", "2"]
-    a = one("lime_explain.py", *args, "--output_dir", str(tmp_path / "one"), e=e)
-    b = two("lime_explain.py", *args, "--output_dir", str(tmp_path / "two"), e=e)
-    assert a.returncode == 0 and b.returncode == 0, b.stderr[-3000:]
-    za, zb = (np.load(tmp_path / n / "lime.npz") for n in ("one", "two"))
-    for key in za.files:
-        np.testing.assert_array_equal(za[key], zb[key])
+    both(tmp_path, "lime_explain.py", "--images", "5", "--batch_size", "2", "--num_samples", "40", "--top_labels", "2")
+    same_arrays(tmp_path / "one" / "lime.npz", tmp_path / "two" / "lime.npz")
     pa, pb = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "two"))
     pd.testing.assert_frame_equal(pa, pb)

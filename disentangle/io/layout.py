@@ -104,5 +104,10 @@ def feature_image(unit: int) -> str:
     return f"unit_{unit:04d}_feature.png"
 
 
+def interpscore_dir(model: str, block: str, root: Path = OUTPUTS) -> Path:
+    """InterpScore of every unit of a block, as the atlas runs it."""
+    return root / "interpscore" / f"{model}_{block}"
+
+
 def atlas_dir(model: str, root: Path = OUTPUTS) -> Path:
     return root / "atlas" / model

@@ -30,7 +30,7 @@ from ..core.errors import UserError
 from ..core.hooks import capture
 from ..core.layers import resolve_layer
 from ..core.runtime import Runtime
-from ..data.images import probe_images
+from ..data.images import normalise, probe_images
 from ..dissection.netdissect import layer_batches
 from ..io import artifacts, layout
 from ..io.schema import BIAS, EXPLANATION_LEAD, concept_column, weight_column
@@ -139,10 +139,13 @@ class Stages:
     def folders(self, block: str) -> list[Path]:
         """Where the stages of ``block`` keep their artifacts (their manifests)."""
         c, root = self.cfg, self.root
-        return [layout.dissect_dir(c.model, "netdissect", self.session(None, probe=True).images.source.name, root),
-                *(layout.stats_dir(block, k, root) for k in c.ks),
+        return [self.dissection_dir(), *(layout.stats_dir(block, k, root) for k in c.ks),
                 linear.explanation_file(c.results, "label", c.model, block),
-                root / "interpscore" / f"{c.model}_{block}", layout.features_dir(c.model, block, root)]
+                layout.interpscore_dir(c.model, block, root), layout.features_dir(c.model, block, root)]
+
+    def dissection_dir(self) -> Path:
+        probe = self.session(None, probe=True).images.source.name
+        return layout.dissect_dir(self.cfg.model, "netdissect", probe, self.root)
 
     def check(self, blocks: Sequence[str]) -> None:
         """Refuse, before any work, an artifact made with another model or other weights."""
@@ -163,7 +166,7 @@ class Stages:
         if not s.images.source.pixel_labels:
             self.notes.append(f"dissection: the probe set {self.cfg.probe} has no pixel labels")
             return None
-        folder = layout.dissect_dir(self.cfg.model, "netdissect", s.images.source.name, self.root)
+        folder = self.dissection_dir()
         found = _check_model(artifacts.read_manifest(folder), folder, self.cfg.model, s.loaded.weights)
         if found is None:
             if self._missing("dissect_neurons"):
@@ -216,7 +219,7 @@ class Stages:
         return frame
 
     def interpscore(self, block: str) -> pd.DataFrame | None:
-        folder = self.root / "interpscore" / f"{self.cfg.model}_{block}"
+        folder = layout.interpscore_dir(self.cfg.model, block, self.root)
         results = folder / "results.csv"
         manifest = artifacts.read_manifest(folder)
         found = _check_model(manifest, folder, self.cfg.model, self.weights)
@@ -274,15 +277,15 @@ def probe_pass(session: Session, paths: Sequence[str], top: int
 
 
 @torch.no_grad()
-def top_maps(session: Session, path: str, tops: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """``(U, T, h, w)`` each unit's activation map on each of its top images ``tops (U, T)``, at the
-    layer's resolution; only those maps are kept of each batch."""
+def top_maps(session: Session, path: str, pixels: np.ndarray, tops: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``(U, T, h, w)`` each unit's activation map on each of its top images ``tops (U, T)``
+    (positions into ``pixels (N, S, S, 3)``), at the layer's resolution; only those maps are kept of
+    each batch."""
     wanted = np.unique(tops)
     out: np.ndarray | None = None
     for start in range(0, len(wanted), chunk):
         part = wanted[start:start + chunk]
-        x = torch.stack([session.transform()(session.images.source.image(int(session.images.indices[i])))
-                         for i in part]).to(session.device)
+        x = normalise(torch.from_numpy(pixels[part]).to(session.device), session.spec)
         with capture(session.model, [path]) as rec:
             session.model(x)
         maps = rec.outputs[path].float().cpu().numpy()               # (B, U, h, w)
@@ -291,13 +294,6 @@ def top_maps(session: Session, path: str, tops: np.ndarray, chunk: int = 64) -> 
         units, slots = np.nonzero(np.isin(tops, part))
         out[units, slots] = maps[np.searchsorted(part, tops[units, slots]), units]
     return out
-
-
-def probe_pixels(session: Session) -> np.ndarray:
-    """``(N, S, S, 3)`` uint8 probe images as the model sees them (resized and cropped)."""
-    from ..viz.figures import denormalise
-    out = [denormalise(x.numpy(), session.spec.mean, session.spec.std) for x, _, _ in session.loader()]
-    return (np.concatenate(out) * 255).round().astype(np.uint8)
 
 
 def build(cfg: AtlasConfig, log: Callable[[str], None] = print) -> Atlas:
@@ -310,6 +306,7 @@ def build(cfg: AtlasConfig, log: Callable[[str], None] = print) -> Atlas:
     dissection = stages.dissection()
     clip = stages.clip_dissect()
     mean, peak, tops = probe_pass(session, list(paths.values()), cfg.top_images)
+    pixels = session.images.pixels(session.spec)                     # (N, S, S, 3) as the model sees them
     out = []
     for b in blocks:
         p = paths[b]
@@ -346,7 +343,7 @@ def build(cfg: AtlasConfig, log: Callable[[str], None] = print) -> Atlas:
             units["interpscore concept"] = units["unit"].map(s["Concept"]).fillna("")
             for axis in ("S", "C", "R", "H", "InterpScore"):
                 units[axis] = units["unit"].map(s[axis])
-            sources["interpscore"] = str(stages.root / "interpscore" / f"{cfg.model}_{b}")
+            sources["interpscore"] = str(layout.interpscore_dir(cfg.model, b, stages.root))
         for k, labels in stages.clusters(b).items():
             units[f"cluster k={k}"] = labels[:n]
         for name, values in stages.statistics(b).items():
@@ -355,10 +352,10 @@ def build(cfg: AtlasConfig, log: Callable[[str], None] = print) -> Atlas:
         units["mean"], units["max"] = mean[p].mean(0), peak[p].max(0)
         units["agreement"] = [agreement(verdicts(r))[1] for _, r in units.iterrows()]
         feature_dir = stages.features(b)
-        out.append(BlockData(b, p, units, mean[p], peak[p], tops[p], top_maps(session, p, tops[p]), thresholds,
+        out.append(BlockData(b, p, units, mean[p], peak[p], tops[p], top_maps(session, p, pixels, tops[p]), thresholds,
                              explanations, feature_dir, sources))
     correlation = np.corrcoef(np.concatenate([blk.mean for blk in out], 1).T)
-    return Atlas(cfg.model, session.loaded.weights, session.images.source.name, probe_pixels(session), out,
+    return Atlas(cfg.model, session.loaded.weights, session.images.source.name, pixels, out,
                  np.nan_to_num(correlation), stages.notes)
 
 

@@ -11,7 +11,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..core import distributed
 from ..core.errors import UserError
@@ -20,6 +19,8 @@ from ..core.models import LoadedModel, ModelSpec
 from ..data.images import Images, dataset_images
 from ..io import artifacts, layout
 from ..neurons import featureviz as fv
+from ..viz.features import feature_grid
+from ..viz.plots import png_bytes
 
 PARTS = "parts"
 
@@ -112,18 +113,10 @@ def run_features(loaded: LoadedModel, block: str, units: Sequence[int] | None, c
     result = Features(out, np.concatenate([p["units"] for p in parts]), np.concatenate([p["images"] for p in parts]),
                       np.concatenate([p["activations"] for p in parts]), seconds, False)
     for u, img in zip(result.units, result.images):
-        artifacts.write_bytes(out / layout.feature_image(int(u)), _png(img))
-    from ..viz.features import feature_grid
+        artifacts.write_bytes(out / layout.feature_image(int(u)), png_bytes(img))
     feature_grid(result.images, result.units, result.activations, f"{spec.name} {block}", out / "features_grid.png")
     artifacts.write_npz(out / "features.npz", units=result.units, images=result.images,
                         activations=result.activations)
     artifacts.write_manifest(out, {**manifest, "complete": True, "seconds": seconds, "world_size": rank.world})
     distributed.barrier()
     return result
-
-
-def _png(image: np.ndarray) -> bytes:
-    import io
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()

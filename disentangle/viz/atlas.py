@@ -6,7 +6,6 @@ and the dissection mask) and ``units.json`` (the table's data)."""
 from __future__ import annotations
 
 import html
-import io
 import math
 import shutil
 from pathlib import Path
@@ -14,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image
 
 from ..io import artifacts, layout
+from .plots import png_bytes
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#1b1b1b}
@@ -95,12 +94,6 @@ def unit_page_name(block: str, unit: int) -> str:
     return f"{block}_{unit:04d}.html"
 
 
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def top_strip(images: np.ndarray, maps: np.ndarray, threshold: float | None, scale: int = 2) -> np.ndarray:
     """``images (T, S, S, 3)`` uint8 and their activation maps ``maps (T, h, w)`` -> one ``(S·scale,
     T·(S·scale + 4), 3)`` strip: each image under its map (inferno, half transparent, scaled by the
@@ -170,7 +163,8 @@ def write_site(atlas, out: Path, related: int = 5) -> Path:
             cells = "".join(_cell(c, r[c]) if c != "unit" else
                             f'<td class="n" data-v="{u}"><a href="{page}">{u}</a></td>' for c in table.columns)
             rows.append(f'<tr data-block="{html.escape(blk.name)}">{thumb}{cells}</tr>')
-            _unit_page(atlas, bi, blk, i, r, out, offsets, names, related, verdicts(r), agreement(verdicts(r))[0])
+            found = verdicts(r)
+            _unit_page(atlas, bi, blk, i, r, out, offsets, names, related, found, agreement(found)[0])
     head = "<th>feature</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     options = "".join(f'<option value="{html.escape(b.name)}">{html.escape(b.name)}</option>' for b in atlas.blocks)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in atlas.notes)
@@ -198,7 +192,7 @@ def _unit_page(atlas, bi: int, blk, i: int, row, out: Path, offsets: np.ndarray,
     top_name = f"{blk.name}_{u:04d}.png"
     threshold = None if blk.thresholds is None else float(blk.thresholds[i])
     strip = top_strip(atlas.images[blk.top[i]], blk.maps[i], threshold)
-    artifacts.write_bytes(out / "top" / top_name, _png(strip))
+    artifacts.write_bytes(out / "top" / top_name, png_bytes(strip))
     scores = {"dissection": f"IoU {row['iou']:.3f}" + (" (detector)" if row.get("detector") else "")
               if "iou" in row and isinstance(row["iou"], float) and math.isfinite(row["iou"]) else "",
               "linear explanation": blk.explanations.get(u, "")

@@ -4,37 +4,29 @@ Every picture is rendered in memory (PNG bytes, or a figure written atomically b
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from ..explanations.agreement import Agreement, Explanations
-from .plots import save_png
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
+from .plots import png_bytes, save_png
 
 
 def overlay_png(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> bytes:
     """PNG bytes of ``pixels (S, S, 3)`` uint8 blended with ``heat (S, S)`` in [0, 1] (jet)."""
     colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
     blend = (1 - alpha) * pixels / 255 + alpha * colour
-    return _png(np.round(255 * blend).astype(np.uint8))
+    return png_bytes(np.round(255 * blend).astype(np.uint8))
 
 
 def grey_png(heat: np.ndarray) -> bytes:
     """PNG bytes of ``heat (S, S)`` in [0, 1] as an 8-bit greyscale image (0 -> black, 1 -> white):
     the mask export of seed 003."""
-    return _png(np.round(255 * np.clip(heat, 0, 1)).astype(np.uint8))
+    return png_bytes(np.round(255 * np.clip(heat, 0, 1)).astype(np.uint8))
 
 
 def mask_overlay_png(pixels: np.ndarray, mask: np.ndarray) -> bytes:
@@ -42,7 +34,7 @@ def mask_overlay_png(pixels: np.ndarray, mask: np.ndarray) -> bytes:
     the mask's outline in yellow: LIME's usual picture of an explanation."""
     out = np.where(mask[..., None] > 0, pixels, (0.3 * pixels).astype(np.uint8))
     out[find_boundaries(mask > 0, mode="inner")] = (255, 230, 0)
-    return _png(out)
+    return png_bytes(out)
 
 
 def _outline(ax: plt.Axes, mask: np.ndarray, colour: str) -> None:

@@ -30,6 +30,14 @@ def _clusters(labels: np.ndarray) -> range:
     return range(int(labels.max()) + 1 if len(labels) else 0)
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG bytes of ``pixels (H, W, 3)`` or ``(H, W)`` uint8."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_png(fig: plt.Figure, path: str | os.PathLike) -> Path:
     """Render ``fig`` in memory, close it, and write the PNG atomically."""
     buf = io.BytesIO()
