@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -45,6 +46,16 @@ class Rank:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_initialized() -> bool:
+    """Whether this process is one of several ranks (torchrun started the group)."""
+    return dist.is_initialized()
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0 (a single process is)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def device_for_rank(device: torch.device) -> torch.device:
@@ -114,6 +125,16 @@ def gather(obj: Any) -> list[Any] | None:
     return out
 
 
+def everyone(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` on every rank, in rank order; ``[obj]`` alone."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    with _collective("exchanging results"):
+        dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not dist.is_initialized():
@@ -134,6 +155,26 @@ def over_batches(rank: Rank, n: int, batch_size: int, fn: Callable[[int, int], A
         return None
     merged = {k: v for part in everyone for k, v in part.items()}
     return [merged[s] for s in starts]
+
+
+def join_rows(rank: Rank, n: int, batch_size: int, mine: np.ndarray | dict[str, np.ndarray] | None
+              ) -> np.ndarray | dict[str, np.ndarray]:
+    """The rows of all ``n`` items, in order, on every rank, from each rank's ``mine``: the rows
+    (an array, or a dict of arrays with the same first axis) of its batches ``rank.shard(range(
+    n_batches))`` of ``batch_size``, in that order; None for a rank without batches."""
+    if rank.world == 1:
+        return mine
+    starts = rank.shard(range(0, n, batch_size))
+    parts: dict[int, dict] = {}
+    if mine is not None:
+        arrays = mine if isinstance(mine, dict) else {"": mine}
+        cuts = np.cumsum([min(batch_size, n - s) for s in starts])[:-1]
+        pieces = {k: np.split(np.asarray(v), cuts) for k, v in arrays.items()}
+        parts = {s: {k: pieces[k][j] for k in arrays} for j, s in enumerate(starts)}
+    merged = {s: part for every in everyone(parts) for s, part in every.items()}
+    order = sorted(merged)
+    joined = {k: np.concatenate([merged[s][k] for s in order]) for k in merged[order[0]]}
+    return joined[""] if set(joined) == {""} else joined
 
 
 def decide(choose: Callable[[], Any]) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..data.images import Images, Labels
 
@@ -64,8 +65,29 @@ class TopQuantile:
         idx = indices.to(peak.device).expand(u, -1)
         if self.image_max is not None:
             peak, idx = torch.cat([self.image_max, peak], 1), torch.cat([self.image_idx, idx], 1)
-        top = peak.topk(min(self.top_images, peak.shape[1]), dim=1)
-        self.image_max, self.image_idx = top.values, idx.gather(1, top.indices)
+        self.image_max, self.image_idx = _best_images(peak, idx, self.top_images)
+
+    def merge(self, other: TopQuantile) -> None:
+        """Take in another part of the same stream (another rank's batches): the kept values and
+        images are those of the whole stream, whatever the split."""
+        if other.values is None:
+            return
+        if self.values is None:
+            self.values, self.image_max, self.image_idx = other.values, other.image_max, other.image_idx
+        else:
+            vals = torch.cat([self.values, other.values.to(self.values.device)], 1)
+            self.values = vals.topk(min(self.keep, vals.shape[1]), dim=1).values
+            self.image_max, self.image_idx = _best_images(
+                torch.cat([self.image_max, other.image_max.to(self.image_max.device)], 1),
+                torch.cat([self.image_idx, other.image_idx.to(self.image_idx.device)], 1), self.top_images)
+        self.seen += other.seen
+
+    def to(self, device: torch.device | str) -> TopQuantile:
+        """This stream's state on ``device`` (to send it to another rank)."""
+        for name in ("values", "image_max", "image_idx"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        return self
 
     def thresholds(self) -> torch.Tensor:
         """``(U,)`` per-unit quantile, equal to ``numpy.quantile(values, 1 - quantile)``."""
@@ -73,6 +95,15 @@ class TopQuantile:
             raise RuntimeError(f"expected {self.n_values} activations per unit, saw {self.seen}")
         v = self.values.double()
         return ((1 - self.w) * v[:, self.k_low] + self.w * v[:, self.k_high]).float()
+
+
+def _best_images(peak: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit the ``k`` highest peaks ``(U, n)`` and their image indices, ties to the lower
+    index: the same images whichever order the batches came in."""
+    by_index = idx.argsort(dim=1, stable=True)
+    peak, idx = peak.gather(1, by_index), idx.gather(1, by_index)
+    best = peak.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return peak.gather(1, best), idx.gather(1, best)
 
 
 @dataclass
@@ -181,6 +212,7 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
             if p not in quant:
                 quant[p] = TopQuantile(len(images) * a.shape[2] * a.shape[3], quantile, top_images)
             quant[p].update(a, idx)
+    quant = _merged(quant, device)
     thresholds = {p: q.thresholds() for p, q in quant.items()}
     probe = images.source
     tallies = {p: MaskIoU(thresholds[p], len(probe.concepts), len(probe.categories)) for p in paths}
@@ -188,10 +220,31 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
         labels = probe.labels(idx.numpy())
         for p, a in acts.items():
             tallies[p].update(a, labels)
-    return {p: {"thresholds": thresholds[p].cpu().numpy(), "intersection": t.tally.intersection.cpu().numpy(),
-                "label_pixels": t.tally.label_pixels.cpu().numpy(), "unit_pixels": t.tally.unit_pixels.cpu().numpy(),
-                "top_images": quant[p].image_idx.cpu().numpy()}
-            for p, t in tallies.items()}
+    out = {p: {"thresholds": thresholds[p].cpu().numpy(), "intersection": t.tally.intersection.cpu().numpy(),
+               "label_pixels": t.tally.label_pixels.cpu().numpy(), "unit_pixels": t.tally.unit_pixels.cpu().numpy(),
+               "top_images": quant[p].image_idx.cpu().numpy()}
+           for p, t in tallies.items()}
+    # The tallies are counts (whole numbers in float64): their sum over ranks is exact in any order.
+    parts = distributed.everyone(out)
+    for p, res in out.items():
+        for k in ("intersection", "label_pixels", "unit_pixels"):
+            res[k] = np.sum([part[p][k] for part in parts], axis=0)
+    return out
+
+
+def _merged(quant: dict[str, TopQuantile], device: torch.device) -> dict[str, TopQuantile]:
+    """Under torchrun, every rank's quantile streams merged (in rank order) on every rank."""
+    if not distributed.is_initialized():
+        return quant
+    parts = distributed.everyone({p: q.to("cpu") for p, q in quant.items()})
+    merged: dict[str, TopQuantile] = {}
+    for part in parts:
+        for p, q in part.items():
+            if p in merged:
+                merged[p].merge(q)
+            else:
+                merged[p] = q
+    return {p: q.to(device) for p, q in merged.items()}
 
 
 POOLS = ("avg", "max")

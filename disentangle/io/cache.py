@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import artifacts
+from ..core import distributed
 from ..core.errors import UserError
 
 KEY = "__cache_key__"
@@ -60,7 +61,8 @@ def load(folder: str | os.PathLike | None, kind: str, key: dict) -> dict[str, np
 
 
 def store(folder: str | os.PathLike | None, kind: str, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    if folder is not None:
+    """Under torchrun rank 0 alone writes (every rank holds the same arrays)."""
+    if folder is not None and distributed.is_main():
         path, text = _path(folder, kind, key)
         artifacts.write_npz(path, **arrays, **{KEY: np.array(text)})
 

@@ -220,9 +220,11 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
     images_key = {"data": images.describe(),
                   "indices_sha256": hashlib.sha256(images.indices.tobytes()).hexdigest()[:16]}
     act_key = {**model_key, **images_key, "layer": path, "pool": cfg.pool_mode, "tokens": cfg.pool_mode}
-    # Token layers are pooled as the original's --pool_mode says (mean, max or class token).
-    acts = cache.cached(cfg.activation_dir, "le_acts", act_key, lambda: {"acts": summaries(
-        session.model, [path], session.loader(), session.device, cfg.pool_mode, cfg.pool_mode)[path]})["acts"]
+    # Token layers are pooled as the original's --pool_mode says (mean, max or class token); under
+    # torchrun each rank computes its batches (Session.per_image).
+    acts = cache.cached(cfg.activation_dir, "le_acts", act_key, lambda: {"acts": session.per_image(
+        lambda loader: summaries(session.model, [path], loader, session.device, cfg.pool_mode,
+                                 cfg.pool_mode)[path])})["acts"]
     if concepts.mode == "label":
         concept_key = {**images_key, "mode": "label", "superclasses": _file_key(concepts.superclasses),
                        "class_names": _file_key(concepts.concept_set)}
@@ -237,8 +239,9 @@ def load_activations(session: Session, cfg: NeuronDataConfig) -> NeuronData:
         calibration = concepts.calibration() if concepts.mode == "siglip" else None
         concept_key = {**images_key, "mode": concepts.mode, "clip": clip.info, "sigmoid": calibration,
                        "concepts_sha256": hashlib.sha256("\n".join(concept_list).encode()).hexdigest()}
-        probs = cache.cached(cfg.activation_dir, "le_concepts", concept_key, lambda: {"p": clip_probabilities(
-            clip, session.loader(transform=clip.preprocess), concept_list, calibration)})["p"]
+        probs = cache.cached(cfg.activation_dir, "le_concepts", concept_key, lambda: {"p": session.per_image(
+            lambda loader: clip_probabilities(clip, loader, concept_list, calibration),
+            transform=clip.preprocess)})["p"]
         names = concept_list
         concept_cfg = {"mode": concepts.mode, "clip": clip.info, "concepts": concept_list,
                        **({"sigmoid": list(calibration)} if calibration else {})}

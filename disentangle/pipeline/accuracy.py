@@ -15,30 +15,34 @@ from ..core.layers import resolve_layer
 from ..core.runtime import Runtime
 from ..io import artifacts, cache
 from ..io.readers import Clusters
-from ..data.images import folder_images
+from ..data.images import Images, folder_images
 from .session import Session, setup_like
 
 
-def loader_accuracy(model: torch.nn.Module, loader, device: torch.device,
-                    variants: dict[str, Sequence[Hook]], batches: int | None = None) -> tuple[dict, int]:
+def images_accuracy(model: torch.nn.Module, images: Images, transform, batch_size: int, workers: int,
+                    device: torch.device, variants: dict[str, Sequence[Hook]], batches: int | None = None
+                    ) -> tuple[dict, int]:
     """Top-1/top-5 hit rates of the model under each variant's forward hooks (``[]`` for the model
-    unchanged) over the first ``batches`` batches ``(x, labels, ...)`` of ``loader`` (None: all);
-    returns ``({name: {"top1", "top5"}}, images counted)``."""
-    counts = {name: torch.zeros(2, dtype=torch.long) for name in variants}
-    n = 0
+    unchanged) over the first ``batches`` loader batches of ``images`` (None: all); returns
+    ``({name: {"top1", "top5"}}, images counted)``. Under torchrun each rank counts every N-th
+    batch and the counts are summed (exact)."""
+    rank = distributed.group(device)
+    total = images.n_batches(batch_size)
+    mine = rank.shard(range(total if batches is None else min(batches, total)))
+    counts = torch.zeros(len(variants) + 1, 2, dtype=torch.long)          # the last row: images counted
     with torch.no_grad():
-        for b, (x, y, *_) in enumerate(tqdm(loader, desc="accuracy", unit="batch",
-                                            total=None if batches is None else min(batches, len(loader)))):
-            if batches is not None and b >= batches:
-                break
+        for x, y, *_ in tqdm(images.loader(transform, batch_size, workers, device, mine), desc="accuracy",
+                             unit="batch"):
             x, y = x.to(device), y.to(device)
-            for name, fwd in variants.items():
+            for v, fwd in enumerate(variants.values()):
                 with hooks(model, fwd):
                     logits = model(x)
-                counts[name] += torch.stack([(logits.argmax(1) == y).sum(), topk_correct(logits, y, 5).sum()]).cpu()
-            n += len(y)
+                counts[v] += torch.stack([(logits.argmax(1) == y).sum(), topk_correct(logits, y, 5).sum()]).cpu()
+            counts[-1, 0] += len(y)
+    counts = distributed.sum_counts(counts)
+    n = int(counts[-1, 0])
     return {name: {"top1": int(c[0]) / n if n else 0.0, "top5": int(c[1]) / n if n else 0.0}
-            for name, c in counts.items()}, n
+            for name, c in zip(variants, counts[:-1])}, n
 
 
 def data_set_accuracy(session: Session, batch_size: int) -> dict:
@@ -52,18 +56,11 @@ def data_set_accuracy(session: Session, batch_size: int) -> dict:
     folder = cache.user_cache() if source.in_process else None
     r = cache.load(folder, "data_set_accuracy", key)
     if r is None:
-        # Under torchrun each rank counts every N-th batch; the counts add up exactly.
-        rank = distributed.group(session.device)
-        whole = folder_images(source)
-        batches = rank.shard(range(whole.n_batches(batch_size)))
-        rates, n = loader_accuracy(session.model, whole.loader(session.transform(), batch_size, session.workers,
-                                                               session.device, batches), session.device,
-                                   {"model": []})
-        hits = torch.tensor([round(rates["model"]["top1"] * n), round(rates["model"]["top5"] * n), n])
-        top1, top5, total = distributed.sum_counts(hits).tolist()
-        r = {"top1": np.array(top1 / total), "top5": np.array(top5 / total), "n_images": np.array(total)}
-        if rank.main:
-            cache.store(folder, "data_set_accuracy", key, r)
+        rates, n = images_accuracy(session.model, folder_images(source), session.transform(), batch_size,
+                                   session.workers, session.device, {"model": []})
+        r = {"top1": np.array(rates["model"]["top1"]), "top5": np.array(rates["model"]["top5"]),
+             "n_images": np.array(n)}
+        cache.store(folder, "data_set_accuracy", key, r)
     return {"top1": float(r["top1"]), "top5": float(r["top5"]), "n_images": int(r["n_images"])}
 
 
@@ -80,23 +77,27 @@ def blocked_accuracy(clusters: Clusters, cluster: int, batches: int, runtime: Ru
     mask = channel_mask(channels, len(clusters.labels))
     variants = {"baseline": [], **{mode: [(path, block_hook(mask, mode))] for mode in MODES}}
     size = runtime.images_per_batch()
-    whole = folder_images(source).loader(session.transform(), size, session.workers, session.device)
-    available = len(whole)
+    whole = folder_images(source)
+    available = whole.n_batches(size)
     if batches > available:
         print(f"note: --batches {batches} asked for, the data set has {available} batches of {size} images; "
               f"using all of them")
-    result, n = loader_accuracy(model, whole, session.device, variants, batches)
-    artifacts.hold(out, folder=False)
-    manifest = artifacts.make_manifest("accuracy", {**clusters.manifest["config"], "images": n, "cluster": cluster,
-                                                    "batches": batches},
-                                       {"device": str(session.device), "batch_size": size},
-                                       {"neuron_stats": str(clusters.folder)}, complete=True)
-    artifacts.write_json(out, {
-        "block": clusters.block, "layer": clusters.block, "cluster": cluster,
-        "top1_baseline": result["baseline"]["top1"], "top5_baseline": result["baseline"]["top5"],
-        "top1_filtered": result["detach"]["top1"], "top5_filtered": result["detach"]["top5"],
-        "top1_zero": result["zero"]["top1"], "top5_zero": result["zero"]["top5"],
-        "k": clusters.k, "n_blocked": len(channels), "n_neurons": len(clusters.labels), "n_images": n,
-        "batches": min(available, batches), "batch_size": size})
-    artifacts.write_manifest(out, manifest)
+    result, n = images_accuracy(model, whole, session.transform(), size, session.workers, session.device, variants,
+                                batches)
+
+    def write() -> None:                    # under torchrun rank 0 writes
+        artifacts.hold(out, folder=False)
+        manifest = artifacts.make_manifest("accuracy", {**clusters.manifest["config"], "images": n,
+                                                        "cluster": cluster, "batches": batches},
+                                           {"device": str(session.device), "batch_size": size},
+                                           {"neuron_stats": str(clusters.folder)}, complete=True)
+        artifacts.write_json(out, {
+            "block": clusters.block, "layer": clusters.block, "cluster": cluster,
+            "top1_baseline": result["baseline"]["top1"], "top5_baseline": result["baseline"]["top5"],
+            "top1_filtered": result["detach"]["top1"], "top5_filtered": result["detach"]["top5"],
+            "top1_zero": result["zero"]["top1"], "top5_zero": result["zero"]["top5"],
+            "k": clusters.k, "n_blocked": len(channels), "n_neurons": len(clusters.labels), "n_images": n,
+            "batches": min(available, batches), "batch_size": size})
+        artifacts.write_manifest(out, manifest)
+    distributed.decide(write)
     return result

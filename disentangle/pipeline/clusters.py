@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.layers import layer_width, resolve_layer
 from ..io import artifacts
@@ -76,19 +77,27 @@ def run_neuron_stats(session: Session, block: str, k: int, n_init: int, out: str
                          "k": k, "kmeans": variant, "n_init": n_init},
         {"device": str(session.device), "batch_size": session.runtime.batch_size, "workers": session.workers},
         weights_path=session.loaded.weights["path"])
-    if artifacts.open_output(out, manifest, overwrite) == "complete":
+
+    def start() -> tuple[str, Path | None]:
+        state = artifacts.open_output(out, manifest, overwrite)
+        return state, None if state == "complete" else reusable_stats(out, manifest["config"])
+    rank = distributed.group(session.device)
+    state, source = distributed.decide(start)          # under torchrun rank 0 opens the folder
+    if state == "complete":
         z = artifacts.read_npz(out / "cluster_results.npz", ("labels",), "cluster")
         return Outcome(out, True, {**z, "n_channels": n_channels})
-    source = reusable_stats(out, manifest["config"])
     if source is not None:
         z = artifacts.read_npz(source, names, "neuron statistics")
         stats = {s: z[s] for s in names}
         manifest["inputs"] = {"statistics": str(source.parent)}
     else:
-        stats = statistics.collect_stats(session.model, path, session.loader(session.runtime.batch_size),
-                                         session.device, f"{block} activations", features)
-    result = _cluster_and_write(out, manifest, block, stats, names, k, session.seed, n_init, variant,
-                                len(session.images))
+        # Under torchrun each rank takes every N-th batch; rank 0 joins the sums and clusters.
+        size = session.runtime.batch_size
+        mine = rank.shard(range(session.images.n_batches(size)))
+        stats = statistics.collect_stats(session.model, path, session.loader(size, batches=mine), session.device,
+                                         f"{block} activations", features, mine)
+    result = distributed.decide(lambda: _cluster_and_write(out, manifest, block, stats, names, k, session.seed,
+                                                           n_init, variant, len(session.images)))
     return Outcome(out, False, {**result, "n_channels": n_channels})
 
 

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from ..attribution.evaluation import EvalConfig, predictions
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.layers import resolve_layer
 from ..core.runtime import Runtime
@@ -55,10 +56,15 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
     labels = torch.as_tensor(clusters.labels)
     sizes = np.bincount(clusters.labels, minlength=clusters.k)
     out = Path(out)
-    artifacts.hold(out)
-    collected: dict[str, list[np.ndarray]] = {}
-    done = 0
-    for x, y, _ in tqdm(session.loader(indices=order[positions]), desc="decomposition", unit="batch"):
+    rank = distributed.group(session.device)
+    distributed.decide(lambda: artifacts.hold(out))
+    # Under torchrun each rank explains every N-th batch and writes its images' files; rank 0 the aggregate.
+    size = runtime.images_per_batch(session.device)
+    mine = rank.shard(range(-(-len(positions) // size)))
+    collected: dict[int, dict[str, np.ndarray]] = {}
+    for b, (x, y, _) in zip(mine, tqdm(session.loader(size, indices=order[positions], batches=mine),
+                                       desc="decomposition", unit="batch")):
+        done = b * size
         x, y = x.to(session.device), y.to(session.device)
         target = predictions(model(x), y, EvalConfig(target="pred"))["target"]
         full, parts = decomposition.cluster_maps(model, x, target, block, labels, method, ig_steps,
@@ -82,10 +88,13 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
                                        out / f"cluster_analysis_{method}_{i}.png",
                                        f"{method} of image {i} (class {source.classes[int(target[j])]}), "
                                        f"{clusters.block} split into k={clusters.k} clusters")
-        for k, v in orig.items():
-            collected.setdefault(k, []).append(v)
-        done += len(x)
-    stats = {k: np.concatenate(v, axis=-1) for k, v in collected.items()}             # (k, N) and (N,)
+        collected[b] = orig
+    parts = distributed.gather(collected)
+    if parts is None:
+        return distributed.broadcast(None)
+    collected = {b: part for every in parts for b, part in every.items()}
+    stats = {k: np.concatenate([collected[b][k] for b in sorted(collected)], axis=-1)
+             for k in collected[0]}                                                   # (k, N) and (N,)
     aggregate = {k: {str(c): {"mean": float(row.mean()), "std": float(row.std())} for c, row in enumerate(stats[k])}
                  for k in ORIGINAL_PER_IMAGE}
     for key, name in (("reconstruction_error", "reconstruction_errors"), ("cluster_independence",) * 2):
@@ -98,4 +107,4 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
                                  f"{method}: each cluster's share per image, {clusters.block} ({num_images} images)")
     path = out / f"aggregate_stats_{method}.json"
     artifacts.write_json(path, aggregate)
-    return path, aggregate
+    return distributed.broadcast((path, aggregate))

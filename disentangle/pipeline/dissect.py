@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..core import distributed
 from ..core.clip import DEFAULT_MODEL, DEFAULT_WEIGHTS, Clip, load_clip, read_concepts
 from ..core.errors import UserError
 from ..core.layers import resolve_layer
@@ -109,8 +110,12 @@ def mask_iou_labels(session: Session, paths: dict[str, str], cfg: DissectConfig,
     results = {name: cache.load(activation_dir, "tally", k) for name, k in keys.items()}
     missing = [name for name, res in results.items() if res is None]
     if missing:
+        # Under torchrun each rank passes over its batches; the quantiles and tallies are merged exactly.
+        rank = distributed.group(session.device)
+        mine = rank.shard(range(session.images.n_batches(session.runtime.images_per_batch(session.device))))
         fresh = netdissect.dissect_layers(session.model, [paths[n] for n in missing], session.images,
-                                          session.loader, session.device, cfg.quantile, cfg.top_images)
+                                          lambda: session.loader(batches=mine), session.device, cfg.quantile,
+                                          cfg.top_images)
         for name in missing:
             results[name] = fresh[paths[name]]
             cache.store(activation_dir, "tally", keys[name], results[name])
@@ -132,8 +137,8 @@ def clip_labels(session: Session, clip: Clip, paths: dict[str, str], cfg: Dissec
     (U, top_images))`` for the strips."""
     probe = session.images.source
     clip_key = {**clip.info, "probe": probe.describe()}
-    image_feats = cache.cached(activation_dir, "clip_images", clip_key, lambda: {
-        "features": netdissect.clip_image_features(clip, session.loader(transform=[clip.preprocess]))})["features"]
+    image_feats = cache.cached(activation_dir, "clip_images", clip_key, lambda: {"features": session.per_image(
+        lambda loader: netdissect.clip_image_features(clip, loader), transform=[clip.preprocess])})["features"]
     text_key = {**clip.info, "concepts_sha256": hashlib.sha256("\n".join(concepts).encode()).hexdigest()}
     text_feats = cache.cached(activation_dir, "clip_text", text_key,
                               lambda: {"features": clip.encode_texts(concepts).cpu().numpy()})["features"]
@@ -141,8 +146,9 @@ def clip_labels(session: Session, clip: Clip, paths: dict[str, str], cfg: Dissec
     target = {}
     for name, path in paths.items():
         key = {**_model_key(session), "probe": probe.describe(), "layer": path, "pool": cfg.pool}
-        target[name] = cache.cached(activation_dir, "summary", key, lambda: {"activations": netdissect.summaries(
-            session.model, [path], session.loader(), session.device, cfg.pool)[path]})["activations"]
+        target[name] = cache.cached(activation_dir, "summary", key, lambda: {"activations": session.per_image(
+            lambda loader: netdissect.summaries(session.model, [path], loader, session.device, cfg.pool)[path])
+        })["activations"]
     rows, extra = [], {}
     for name, acts in target.items():
         layer_rows = clip_dissect.describe(sim.to(session.device), torch.from_numpy(acts).to(session.device),
@@ -206,16 +212,24 @@ def run_dissection(session: Session, layers: Sequence[str] | None, cfg: DissectC
     config.update(top_units=cfg.top_units, top_images=cfg.top_images, min_units=cfg.min_units)
     manifest = artifacts.make_manifest(STAGE, config, {"device": str(session.device),
                                                        "batch_size": session.runtime.batch_size})
-    if artifacts.open_output(out, manifest, overwrite) == "complete":
+
+    def start() -> str:
+        state = artifacts.open_output(out, manifest, overwrite)
+        if state != "complete":
+            artifacts.write_json(out / artifacts.MANIFEST, manifest)
+        return state
+    rank = distributed.group(session.device)
+    if distributed.decide(start) == "complete":         # under torchrun rank 0 opens the folder
         return Outcome(out, True, artifacts.read_json(out / "summary.json", "dissection summary"))
-    artifacts.write_json(out / artifacts.MANIFEST, manifest)
 
     if cfg.method == "netdissect":
         frame, extra = mask_iou_labels(session, paths, cfg, activation_dir)
     else:
         frame, extra = clip_labels(session, clip, paths, cfg, concepts, categories, activation_dir)
-    artifacts.write_csv(out / "descriptions.csv", frame)
     summary = report.summarize(frame)
+    if not rank.main:                                   # every rank holds the labels; rank 0 writes
+        return Outcome(out, False, summary)
+    artifacts.write_csv(out / "descriptions.csv", frame)
     artifacts.write_json(out / "summary.json", summary)
     weights = session.loaded.weights
     trained = "random weights" if weights["source"] == "random init" else f"weights {weights['sha256'][:8]}"

@@ -8,6 +8,7 @@ data an earlier stage recorded in its manifest, refusing weights that changed si
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,6 +57,17 @@ class Session:
         size = self.runtime.images_per_batch(self.device) if batch_size is None else batch_size
         images = self.images if indices is None else Images(self.images.source, np.asarray(indices))
         return images.loader(transform or self.transform(), size, self.workers, self.device, batches)
+
+    def per_image(self, compute: Callable[[DataLoader], np.ndarray | dict[str, np.ndarray]],
+                  batch_size: int | None = None, transform=None) -> np.ndarray | dict[str, np.ndarray]:
+        """``compute(loader)`` (rows, or a dict of rows, one per image of the loader in order) of
+        every image, on every rank: under torchrun each rank computes its batches (every N-th)
+        and the rows are exchanged and joined in image order."""
+        size = self.runtime.images_per_batch(self.device) if batch_size is None else batch_size
+        rank = distributed.group(self.device)
+        batches = rank.shard(range(self.images.n_batches(size)))
+        mine = compute(self.loader(size, transform, batches=batches)) if batches or rank.world == 1 else None
+        return distributed.join_rows(rank, len(self.images), size, mine)
 
     def example(self) -> torch.Tensor:
         """The first image as the model's input ``(1, 3, S, S)`` on the device."""
