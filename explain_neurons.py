@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     fit = FitConfig(args.start_neuron, args.end_neuron, args.max_length, args.tolerance, args.search, args.fit,
                     args.candidates_from, args.glm_lambda, args.glm_neuron_batch, args.width, args.candidates,
-                    args.alpha)
+                    args.alpha, args.neuron_batch)
     return cli.explain_and_report(args, fit)
 
 if __name__ == "__main__":

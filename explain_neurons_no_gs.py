@@ -23,7 +23,8 @@ def parser() -> cli.Parser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     fit = FitConfig(args.start_neuron, args.end_neuron, args.description_length, search="none", fit=args.fit,
-                    glm_lambda=args.glm_lambda, glm_neuron_batch=args.glm_neuron_batch)
+                    glm_lambda=args.glm_lambda, glm_neuron_batch=args.glm_neuron_batch,
+                    neuron_batch=args.neuron_batch)
     return cli.explain_and_report(args, fit)
 
 

@@ -348,6 +348,9 @@ def explain_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     add(f, "end_neuron", type=int, default=None, help="one past the last neuron (default: all)")
     add(f, "glm_lambda", type=float, default=0.05, help="the candidate elastic net's penalty")
     add(f, "glm_neuron_batch", type=positive, default=128, help="neurons per elastic-net solve")
+    add(f, "neuron_batch", type=positive, default=256,
+        help="neurons searched together, with one generator for their Adam fits (under torchrun each rank "
+             "takes every N-th batch)")
     add(f, "fit", choices=FITS, default="adam",
         help="adam (100 full-batch Adam steps, lr 0.3, the original's) or exact least squares")
     output_args(p, "results", "folder of le_<mode>_<target>_<layer>.csv")

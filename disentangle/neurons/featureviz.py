@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.hooks import forward_to
+from ..core.seeding import generator
 
 # The square root of ImageNet's RGB covariance (rows R, G, B; columns its principal components),
 # as Lucid estimated it; scaled below so that its largest column has norm 1.
@@ -104,7 +105,7 @@ def random_spectra(units: Sequence[int], size: int, seed: int, decay: float = 1.
     spectra scaled so that the image before the sigmoid has standard deviation ``START_STD`` at any
     size (Lucid's fixed 0.01 gives 224-pixel images that spread; at 56 pixels nearly flat grey, where
     many units of a ReLU network have no gradient)."""
-    spectra = torch.stack([torch.randn(3, size, size // 2 + 1, 2, generator=_unit_generator(seed, u))
+    spectra = torch.stack([torch.randn(3, size, size // 2 + 1, 2, generator=generator(seed, u, 0))
                            for u in units])
     spread = (torch.fft.irfft2(torch.view_as_complex(spectra) * spectrum_scale(size, size, decay), s=(size, size),
                                norm="ortho") / 4).flatten(1).std(1)
@@ -115,7 +116,7 @@ def transform_parameters(units: Sequence[int], steps: int, seed: int) -> torch.T
     """``(steps, U, 4)`` per step and unit: shift x, shift y in ``[-1, 1]``, scale, angle (radians)."""
     out = []
     for u in units:
-        g = _unit_generator(seed, u, stream=1)
+        g = generator(seed, u, 1)
         shift = torch.rand(steps, 2, generator=g) * 2 - 1
         scale = torch.tensor(SCALES)[torch.randint(len(SCALES), (steps,), generator=g)]
         angle = torch.randint(-10, 11, (steps,), generator=g).float() * math.pi / 180
@@ -190,10 +191,6 @@ def visualize(model: nn.Module, path: str, units: Sequence[int], normalise: Norm
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _unit_generator(seed: int, unit: int, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, unit, stream]).generate_state(1)[0]))
 
 
 # --- DeepDream from a start image (InterpScore's level 4) ----------------------------------------

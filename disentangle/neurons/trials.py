@@ -16,6 +16,7 @@ probability (the probability variant of causality).
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -25,8 +26,10 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from tqdm import tqdm
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.hooks import capture, channel_mask, hooks, scale_hook
+from ..core.seeding import generator
 from ..io.schema import (CATEGORY, EXPERIMENT, GROUND_TRUTH, IMAGE_BASENAME, IMAGE_FILENAME, IMAGE_INDEX, LEVEL,
                          TRIAL_KINDS, TRIAL_LEAD, trial_column)
 from .featureviz import INITS, Normalise, dream, start_image
@@ -103,15 +106,19 @@ def interventions(model: torch.nn.Module, layer: str, classifier: str, x: torch.
 
 @torch.no_grad()
 def extract_trials(model: torch.nn.Module, loader: Iterable, layer: str, classifier: str, class_names: list[str],
-                   neurons: list[int], levels: Sequence[int], device: torch.device, seed: int) -> pd.DataFrame:
+                   neurons: list[int], levels: Sequence[int], device: torch.device, seed: int,
+                   batches: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per image of ``loader`` (batches ``(x (B, 3, S, S), labels (B,), indices (B,))``) and
-    level (module doc), sorted by level then image as the seed's data; ``seed`` seeds the noise.
+    level (module doc), sorted by level then image as the seed's data. Each batch's noise comes
+    from its own generator, seeded by ``seed`` and its number (``batches``: the numbers of the
+    loader's batches, a rank's share; default 0, 1, ...), so a batch is the same on any rank.
     ``trial_category`` is ``experiment`` and ``ground_truth`` the class name in lower case."""
     levels = [level for level in check_levels(levels) if level != DREAM_LEVEL]
-    gen = torch.Generator().manual_seed(seed)
+    numbers = itertools.count() if batches is None else iter(batches)
     rows = []
     for x, y, idx in tqdm(loader, desc="trials", unit="batch"):
         x, y = x.to(device), y.to(device)
+        gen = generator(seed, next(numbers))
         for level in levels:
             acts, columns = interventions(model, layer, classifier, perturb(x, level, gen), y, neurons)
             frame = {LEVEL: level, IMAGE_INDEX: idx.numpy(), GROUND_TRUTH: [class_names[int(c)].lower() for c in y],
@@ -119,7 +126,12 @@ def extract_trials(model: torch.nn.Module, loader: Iterable, layer: str, classif
             frame.update({trial_column("activation", n): acts[:, n].cpu().double().numpy() for n in neurons})
             frame.update(columns)
             rows.append(pd.DataFrame(frame))
-    return _ordered(pd.concat(rows, ignore_index=True), neurons)
+    return joined(rows, neurons)
+
+
+def joined(frames: Sequence[pd.DataFrame], neurons: Sequence[int]) -> pd.DataFrame:
+    """Trials of several parts (batches, ranks, the level-4 rows) in the seed's order."""
+    return _ordered(pd.concat(frames, ignore_index=True), neurons)
 
 
 def _ordered(out: pd.DataFrame, neurons: Sequence[int]) -> pd.DataFrame:
@@ -139,22 +151,31 @@ def unit_concepts(trials: pd.DataFrame, neurons: Sequence[int]) -> dict[int, str
 
 def dream_trials(model: torch.nn.Module, layer: str, classifier: str, neurons: list[int], concepts: dict[int, str],
                  normalise: Normalise, size: int, device: torch.device, seed: int, steps: int = 64,
-                 chunk: int = 32) -> tuple[pd.DataFrame, dict[str, bytes]]:
+                 chunk: int = 32) -> tuple[pd.DataFrame, dict[str, bytes]] | None:
     """Level 4 (module doc): per start image and neuron, the neuron's DeepDream from it, saved as a
     JPEG (quality 95) and measured as the decoded file, as a trial whose ground truth is the neuron's
     concept (``concepts``). Returns the rows and the JPEG bytes by file name."""
+    # Under torchrun each rank dreams every N-th (start, chunk of neurons); rank 0 measures them all
+    # (the other ranks get None).
+    rank = distributed.group(device)
+    items = [(kind, i) for kind in INITS for i in range(0, len(neurons), chunk)]
+    made = {}
+    for kind, i in rank.shard(items):
+        batch = neurons[i:i + chunk]
+        start = start_image(kind, size, seed)
+        made[kind, i] = [(n, _jpeg(img)) for n, img in
+                         zip(batch, dream(model, layer, batch, start, normalise, device, steps, seed=seed))]
+    parts = distributed.gather(made)
+    if parts is None:
+        return None
+    made = {item: part for every in parts for item, part in every.items()}
     files: dict[str, bytes] = {}
     pixels = []
-    for kind in INITS:
-        start = start_image(kind, size, seed)
-        for i in range(0, len(neurons), chunk):
-            batch = neurons[i:i + chunk]
-            for n, img in zip(batch, dream(model, layer, batch, start, normalise, device, steps, seed=seed)):
-                buf = io.BytesIO()
-                Image.fromarray(img).save(buf, format="JPEG", quality=95)
-                name = f"neuron_{n}_{kind}.jpg"
-                files[name] = buf.getvalue()
-                pixels.append((name, n, np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB"))))
+    for kind, i in items:
+        for n, data in made[kind, i]:
+            name = f"neuron_{n}_{kind}.jpg"
+            files[name] = data
+            pixels.append((name, n, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))))
     rows = []
     for i in range(0, len(pixels), chunk):
         part = pixels[i:i + chunk]
@@ -169,6 +190,8 @@ def dream_trials(model: torch.nn.Module, layer: str, classifier: str, neurons: l
     return pd.concat(rows, ignore_index=True), files
 
 
-def with_dreams(trials: pd.DataFrame, dreams: pd.DataFrame, neurons: Sequence[int]) -> pd.DataFrame:
-    """The trials with the level-4 rows among them, in the seed's order."""
-    return _ordered(pd.concat([trials, dreams], ignore_index=True), neurons)
+def _jpeg(image: np.ndarray) -> bytes:
+    """``(S, S, 3)`` uint8 as a JPEG file of quality 95."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()

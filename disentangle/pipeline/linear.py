@@ -10,6 +10,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.layers import layer_width, resolve_layer
 from ..io import artifacts, layout
@@ -44,10 +45,12 @@ class FitConfig:
     width: int = 10                  # concepts the original search tries per step
     candidates: int = 20             # candidates_from="path": concepts kept per neuron
     alpha: float = 0.99              # elastic-net mixing: 1 the lasso, 0 ridge
+    neuron_batch: int = 256          # neurons searched together (under torchrun each rank takes every N-th batch)
 
     def __post_init__(self):
-        if self.max_length < 1 or self.candidates < 1 or self.width < 1 or self.glm_neuron_batch < 1:
-            raise UserError("--max_length, --candidates, --width and --glm_neuron_batch must be at least 1")
+        if min(self.max_length, self.candidates, self.width, self.glm_neuron_batch, self.neuron_batch) < 1:
+            raise UserError("--max_length, --candidates, --width, --glm_neuron_batch and --neuron_batch must be at "
+                            "least 1")
         if not 0 < self.alpha <= 1:
             raise UserError(f"--alpha must be in (0, 1], got {self.alpha}")
         if not self.glm_lambda > 0:
@@ -66,7 +69,7 @@ class FitConfig:
 
     def recorded(self) -> dict:
         """What the manifest records of the fit."""
-        keys = ["max_length", "tolerance", "search", "candidates_from", "alpha"]
+        keys = ["max_length", "tolerance", "search", "candidates_from", "alpha", "neuron_batch"]
         keys += ["fit", "width"] if self.search == "original" else ["fit"] if self.search == "none" else []
         keys += ["glm_lambda"] if self.candidates_from == "glm" else ["candidates"]
         return {k: getattr(self, k) for k in keys}
@@ -149,13 +152,20 @@ def explain(session: Session, data: NeuronDataConfig, fit: FitConfig, out: str |
     path = explanation_file(out, data.concepts.mode, session.spec.name, data.layer)
     manifest = artifacts.make_manifest("explain_neurons", config, {"device": str(session.device),
                                                                    "batch_size": session.runtime.batch_size})
-    if artifacts.open_output_file(path, manifest, overwrite) == "complete":
+    rank = distributed.group(session.device)
+    if distributed.decide(lambda: artifacts.open_output_file(path, manifest, overwrite)) == "complete":
         return Explanations(path, True, artifacts.read_csv(path, EXPLANATION_LEAD, "explanations"))
-    table = explanation_table(data.layer, units, fit_explanations(d, units, fit, session.device, session.seed),
-                              d.names, fit.max_length)
-    artifacts.write_csv(path, table)
-    artifacts.write_manifest(path, {**manifest, "complete": True})
-    return Explanations(path, False, table)
+    # The neurons are searched in batches of fit.neuron_batch (the Adam fits of a batch share one
+    # generator), so a batch's explanations are the same on whichever rank searches it.
+    parts = distributed.over_batches(rank, len(units), fit.neuron_batch, lambda a, b: fit_explanations(
+        d, units[a:b], fit, session.device, session.seed))
+
+    def write() -> pd.DataFrame:
+        table = explanation_table(data.layer, units, [e for part in parts for e in part], d.names, fit.max_length)
+        artifacts.write_csv(path, table)
+        artifacts.write_manifest(path, {**manifest, "complete": True})
+        return table
+    return Explanations(path, False, distributed.decide(write))
 
 
 # What simulates the explanations, by concept mode: never to be read as the paper's SigLIP simulation.
@@ -231,20 +241,23 @@ def simulate_correlation(session: Session, data: NeuronDataConfig, files: dict[s
         summary.append(dict(zip(SIMULATION_SUMMARY_COLUMNS, (name, sim.method, len(units) + len(sim.missing),
                                                              len(units), c.mean(), c.median(), c.sem(),
                                                              simulator))))
-    out = Path(out or layout.simulation_dir(session.spec.name, data.layer, data.concepts.mode))
+    folder = Path(out or layout.simulation_dir(session.spec.name, data.layer, data.concepts.mode))
     inputs = {n: str(Path(f).resolve()) for n, f in files.items()}
     manifest = artifacts.make_manifest("simulate_correlation", {**d.config, "explanations": inputs},
                                        {"device": str(session.device)}, inputs)
-    artifacts.open_derived(out, manifest)
     frame, table = pd.DataFrame(rows, columns=CORRELATION_COLUMNS), pd.DataFrame(summary)
-    artifacts.write_csv(out / "correlations.csv", frame)
-    artifacts.write_csv(out / "summary.csv", table)
-    correlation_boxplot(frame, out / "correlations.png", f"{session.spec.name} {data.layer}: test correlation")
-    artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
-    if write:
-        for name, values in scores.items():
-            write_back(Path(files[name]), SIM_CORRELATION, values)
-    return Simulation(out, frame, table)
+
+    def finish() -> None:                  # under torchrun rank 0 writes
+        artifacts.open_derived(folder, manifest)
+        artifacts.write_csv(folder / "correlations.csv", frame)
+        artifacts.write_csv(folder / "summary.csv", table)
+        correlation_boxplot(frame, folder / "correlations.png", f"{session.spec.name} {data.layer}: test correlation")
+        artifacts.write_json(folder / artifacts.MANIFEST, {**manifest, "complete": True})
+        if write:
+            for name, values in scores.items():
+                write_back(Path(files[name]), SIM_CORRELATION, values)
+    distributed.decide(finish)
+    return Simulation(folder, frame, table)
 
 
 ABLATION_MODES = ("optim", "norm", "pooled")
@@ -280,54 +293,72 @@ def simulate_ablation(session: Session, data: NeuronDataConfig, explanations: st
         raise UserError(f"--calibration_temp must be positive, got {temperature}")
     d = load_activations(session, data)
     sim = simulation.read_explanations(explanations, {d.layer, d.path}, d.names, d.config)
-    units, s_all = simulation.simulated(d.concepts, sim)
+    all_units, s_all = simulation.simulated(d.concepts, sim)
     pos = {k: torch.from_numpy(v) for k, v in d.split.items()}
-    real = d.acts[:, units]
+    real = d.acts[:, all_units]
+    # Under torchrun each rank ablates every N-th chunk of units, over every test image; a chunk's
+    # numbers do not depend on which rank computes it.
+    rank = distributed.group(session.device)
+    mine = [j for c in rank.shard(range(0, len(all_units), unit_chunk))
+            for j in range(c, min(c + unit_chunk, len(all_units)))]
+    units = [all_units[j] for j in mine]
     loader = {k: session.loader(indices=d.images.indices[d.split[k]]) for k in ("val", "test")}
     if mode == "optim":
         x_val, y_val = (torch.cat(t) for t in zip(*((x, y) for x, y, _ in loader["val"])))
         c, dd = simulation.optim_levels(session.model, d.path, x_val.to(session.device), y_val.to(session.device),
-                                        units, s_all[pos["val"]].T, data.pool_mode, unit_chunk, temperature)
-        level_sim = (c[:, None] * s_all[pos["test"]].T + dd[:, None]).float()              # (U, N_test)
+                                        units, s_all[pos["val"]].T[mine], data.pool_mode, unit_chunk, temperature) \
+            if units else (torch.zeros(0), torch.zeros(0))
+        level_sim = (c[:, None] * s_all[pos["test"]].T[mine] + dd[:, None]).float()        # (U, N_test)
     elif mode == "norm":
-        level_sim = simulation.norm_levels(s_all[pos["val"]], real[pos["val"]], s_all[pos["test"]]).T.float()
+        level_sim = simulation.norm_levels(s_all[pos["val"]], real[pos["val"]], s_all[pos["test"]]).T.float()[mine]
     else:
         a, b = simulation.fit_scale(s_all[pos["val"]], real[pos["val"]])
-        level_sim = (a * s_all + b)[pos["test"]].T.float()
-    baseline = real[pos["train" if mode == "pooled" else "val"]].mean(0)
+        level_sim = (a * s_all + b)[pos["test"]].T.float()[mine]
+    baseline = real[pos["train" if mode == "pooled" else "val"]].mean(0)[mine]
     level_mean = baseline[:, None].expand_as(level_sim).float()
 
-    totals = {"simulated": torch.zeros(len(units), dtype=torch.float64),
-              "mean": torch.zeros(len(units), dtype=torch.float64)}
+    mine_totals = {"simulated": torch.zeros(len(units), dtype=torch.float64),
+                   "mean": torch.zeros(len(units), dtype=torch.float64)}
     start = 0
     for x, y, _ in loader["test"]:
         n = len(x)
-        levels = {"simulated": level_sim[:, start:start + n], "mean": level_mean[:, start:start + n]}
-        deltas = simulation.ablation_deltas(session.model, d.path, x.to(session.device), y.to(session.device),
-                                            units, levels, data.pool_mode, unit_chunk,
-                                            1.0 if mode == "pooled" else temperature)
-        for k in totals:
-            totals[k] += deltas[k].sum(1)
+        if units:
+            levels = {"simulated": level_sim[:, start:start + n], "mean": level_mean[:, start:start + n]}
+            deltas = simulation.ablation_deltas(session.model, d.path, x.to(session.device), y.to(session.device),
+                                                units, levels, data.pool_mode, unit_chunk,
+                                                1.0 if mode == "pooled" else temperature)
+            for k in mine_totals:
+                mine_totals[k] += deltas[k].sum(1)
         start += n
-    per_score = 1 - totals["simulated"] / totals["mean"].clamp_min(1e-12)
-    score = float(per_score.mean()) if mode != "pooled" else \
-        1 - totals["simulated"].sum().item() / max(totals["mean"].sum().item(), 1e-12)
-    sem = float(per_score.std(unbiased=False) / len(units) ** 0.5) if len(units) else float("nan")
-    result = AblationResult(score, mode, sem, len(units), sim.missing, start, totals["simulated"].sum().item(),
-                            totals["mean"].sum().item())
-    layer_col, unit_col, simulated_col, mean_col, score_col = ABLATION_COLUMNS
-    per_unit = pd.DataFrame({layer_col: d.layer, unit_col: units, simulated_col: totals["simulated"].numpy(),
-                             mean_col: totals["mean"].numpy(), score_col: per_score.numpy()})
-    out = Path(out or layout.simulation_dir(session.spec.name, data.layer, data.concepts.mode, ablation=True))
-    inputs = {"explanations": str(Path(explanations).resolve())}
-    manifest = artifacts.make_manifest("simulate_ablation", {**d.config, **inputs, "ablation_mode": mode,
-                                                            "calibration_temp": temperature},
-                                       {"device": str(session.device), "batch_size": session.runtime.batch_size},
-                                       inputs)
-    artifacts.open_derived(out, manifest)
-    artifacts.write_csv(out / "ablation.csv", per_unit)
-    artifacts.write_json(out / "ablation.json", asdict(result))
-    artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
-    if write and mode in SIM_ABLATION:
-        write_back(Path(explanations), SIM_ABLATION[mode], dict(zip(units, per_score.tolist())))
-    return Ablation(out, sim.method, per_unit, result)
+    parts = distributed.gather((mine, mine_totals))
+
+    def finish() -> Ablation:              # rank 0 joins the units' totals and writes
+        units = all_units
+        totals = {k: torch.zeros(len(units), dtype=torch.float64) for k in mine_totals}
+        for where, part in parts:
+            for k in totals:
+                totals[k][where] = part[k]
+        per_score = 1 - totals["simulated"] / totals["mean"].clamp_min(1e-12)
+        score = float(per_score.mean()) if mode != "pooled" else \
+            1 - totals["simulated"].sum().item() / max(totals["mean"].sum().item(), 1e-12)
+        sem = float(per_score.std(unbiased=False) / len(units) ** 0.5) if len(units) else float("nan")
+        result = AblationResult(score, mode, sem, len(units), sim.missing, start, totals["simulated"].sum().item(),
+                                totals["mean"].sum().item())
+        layer_col, unit_col, simulated_col, mean_col, score_col = ABLATION_COLUMNS
+        per_unit = pd.DataFrame({layer_col: d.layer, unit_col: units, simulated_col: totals["simulated"].numpy(),
+                                 mean_col: totals["mean"].numpy(), score_col: per_score.numpy()})
+        folder = Path(out or layout.simulation_dir(session.spec.name, data.layer, data.concepts.mode,
+                                                   ablation=True))
+        inputs = {"explanations": str(Path(explanations).resolve())}
+        manifest = artifacts.make_manifest("simulate_ablation", {**d.config, **inputs, "ablation_mode": mode,
+                                                                "calibration_temp": temperature},
+                                           {"device": str(session.device), "batch_size": session.runtime.batch_size},
+                                           inputs)
+        artifacts.open_derived(folder, manifest)
+        artifacts.write_csv(folder / "ablation.csv", per_unit)
+        artifacts.write_json(folder / "ablation.json", asdict(result))
+        artifacts.write_json(folder / artifacts.MANIFEST, {**manifest, "complete": True})
+        if write and mode in SIM_ABLATION:
+            write_back(Path(explanations), SIM_ABLATION[mode], dict(zip(units, per_score.tolist())))
+        return Ablation(folder, sim.method, per_unit, result)
+    return distributed.decide(finish)

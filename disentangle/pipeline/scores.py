@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core import distributed
 from ..core.errors import UserError
 from ..core.hooks import capture
 from ..core.layers import layer_width, resolve_layer
@@ -21,7 +22,7 @@ from ..io.schema import IMAGE_BASENAME, IMAGE_FILENAME, trial_column
 from ..neurons import scores
 from ..neurons.featureviz import Normalise
 from ..neurons.trials import (DREAM_LEVEL, LEVELS, check_levels, dream_trials, extract_trials, interventions,
-                              unit_concepts, unit_means, with_dreams)
+                              joined, unit_concepts, unit_means)
 from .session import Session
 
 
@@ -61,20 +62,33 @@ def extract_trials_file(session: Session, cfg: ExtractConfig, out: str | Path) -
     neurons = _channels(session.loaded, layer, session.example(), cfg.neurons)
     # Concepts are the class names without ImageFolder's numeric prefix (00_red_circle -> red_circle).
     names = [c.split("_", 1)[1] if c[:2].isdigit() else c for c in session.images.source.classes]
-    frame = extract_trials(session.model, session.loader(), layer, session.spec.classifier, names, neurons,
-                           cfg.levels, session.device, session.seed)
+    # Under torchrun each rank takes every N-th batch of images (each batch's noise has its own
+    # seed) and every N-th chunk of DeepDreams; rank 0 joins the trials and writes.
+    rank = distributed.group(session.device)
+    size = session.runtime.images_per_batch(session.device)
+    mine = rank.shard(range(session.images.n_batches(size)))
+    parts = distributed.gather(extract_trials(session.model, session.loader(size, batches=mine), layer,
+                                              session.spec.classifier, names, neurons, cfg.levels, session.device,
+                                              session.seed, mine))
+    frame = None if parts is None else joined(parts, neurons)
     out = Path(out)
     if DREAM_LEVEL in cfg.levels:
         spec = session.spec
-        dreams, files = dream_trials(session.model, layer, spec.classifier, neurons, unit_concepts(frame, neurons),
-                                     Normalise(spec.mean, spec.std), spec.input_size, session.device, session.seed)
-        folder = dream_folder(out)
-        for name, data in files.items():
-            artifacts.write_bytes(folder / name, data)
-        dreams[IMAGE_FILENAME] = [str(folder / name) for name in dreams[IMAGE_BASENAME]]
-        frame = with_dreams(frame, dreams, neurons)
-    artifacts.write_csv(out, frame)
-    return Trials(out, frame, neurons, len(session.images))
+        made = dream_trials(session.model, layer, spec.classifier, neurons,
+                            None if frame is None else unit_concepts(frame, neurons),
+                            Normalise(spec.mean, spec.std), spec.input_size, session.device, session.seed)
+        if made is not None:
+            dreams, files = made
+            folder = dream_folder(out)
+            for name, data in files.items():
+                artifacts.write_bytes(folder / name, data)
+            dreams[IMAGE_FILENAME] = [str(folder / name) for name in dreams[IMAGE_BASENAME]]
+            frame = joined([frame, dreams], neurons)
+
+    def write() -> pd.DataFrame:
+        artifacts.write_csv(out, frame)
+        return frame
+    return Trials(out, distributed.decide(write), neurons, len(session.images))
 
 
 def dream_folder(data_csv: str | Path) -> Path:
