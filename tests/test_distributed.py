@@ -1,6 +1,10 @@
-"""Stages under torchrun with 2 CPU ranks (gloo), compared with one process: the attribution
-baseline (with the whole-data-set accuracy counted by shards), the block x k grid with its blocked
-runs, and a rank that hangs making the run fail with one line within the collective timeout."""
+"""Stages under torchrun with 2 CPU ranks (gloo), compared with one process, for every script
+family: the attribution baseline (with the whole-data-set accuracy counted by shards), the block x k
+grid, neuron statistics and clusters, blocked accuracy, decomposition, mask-IoU dissection and
+CLIP-Dissect, linear explanations and their ablation scores, InterpScore trials, CAMs, LIME and
+feature visualizations; and a rank that hangs making the run fail with one line within the
+collective timeout. The merges themselves are checked in process on planted streams."""
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,3 +148,145 @@ def test_lime_two_ranks_equal_one_process(tmp_path):
     same_arrays(tmp_path / "one" / "lime.npz", tmp_path / "two" / "lime.npz")
     pa, pb = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "two"))
     pd.testing.assert_frame_equal(pa, pb)
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    """block_2 of tiny_densenet in 3 clusters (one process), for the stages that read clusters."""
+    out = tmp_path_factory.mktemp("stats") / "block_2_k3"
+    run = one("neuron_stats.py", "--block", "block_2", "--k", "3", "--images", "24", "--output_dir", str(out),
+              e=env(out.parent))
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("features", ["original", pytest.param("extended", marks=pytest.mark.slow)])
+def test_neuron_stats_two_ranks_equal_one_process(tmp_path, features):
+    both(tmp_path, "neuron_stats.py", "--block", "block_3", "--k", "3", "--images", "36", "--batch_size", "8",
+         "--features", features)
+    for name in ("stats_block_3.npz", "cluster_results.npz"):
+        same_arrays(tmp_path / "one" / name, tmp_path / "two" / name)
+
+
+def test_accuracy_and_decomposition_two_ranks_equal_one_process(tmp_path, clusters):
+    e = env(tmp_path)
+    args = ["accuracy.py", "--stats_dir", str(clusters), "--batches", "5", "--batch_size", "6"]
+    a = one(*args, "--output", str(tmp_path / "one.json"), e=e)
+    b = two(*args, "--output", str(tmp_path / "two.json"), e=e)
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr + b.stderr)[-3000:]
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+    assert json.loads((tmp_path / "one.json").read_text())["n_images"] == 30
+    both(tmp_path, "decomposition_analysis.py", "--stats_dir", str(clusters), "--images", "5", "--method", "saliency",
+         "--batch_size", "2")
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.json"))
+    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "two").glob("*.json"))
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_mask_iou_dissection_two_ranks_equal_one_process(tmp_path):
+    e = env(tmp_path)
+    args = ["dissect_neurons.py", "--blocks", "block_2,block_4", "--images", "26", "--batch_size", "4"]
+    for name, run in (("one", one), ("two", two)):
+        r = run(*args, "--output_dir", str(tmp_path / name), "--activation_dir", str(tmp_path / f"{name}_cache"), e=e)
+        assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("descriptions.csv", "summary.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    tallies = sorted(p.name for p in (tmp_path / "one_cache").iterdir())
+    assert len(tallies) == 2 and tallies == sorted(p.name for p in (tmp_path / "two_cache").iterdir())
+    for name in tallies:                       # thresholds, counts and top images, exactly
+        same_arrays(tmp_path / "one_cache" / name, tmp_path / "two_cache" / name)
+
+
+def test_clip_dissect_two_ranks_equal_one_process(tmp_path, tiny_clip):
+    both(tmp_path, "describe_neurons.py", "--clip_model", tiny_clip, "--clip_weights", "random", "--target_model",
+         "tiny_densenet", "--target_layers", "block_4", "--d_probe", "concepts", "--probe_images", "22",
+         "--batch_size", "4", "--activation_dir", "none", flag="--result_dir")
+    (a,), (b,) = ((tmp_path / n).iterdir() for n in ("one", "two"))
+    assert (a / "descriptions.csv").read_bytes() == (b / "descriptions.csv").read_bytes()
+
+
+def test_linear_explanations_and_ablation_two_ranks_equal_one_process(tmp_path):
+    data = ["--block", "block_4", "--images", "60", "--batch_size", "8", "--activation_dir", "none"]
+    both(tmp_path, "explain_neurons.py", *data, "--neuron_batch", "12", "--max_length", "3")
+    name = "le_label_tiny_densenet_block_4.csv"
+    assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    e = env(tmp_path)
+    for tag, run in (("one", one), ("two", two)):
+        r = run("simulate_ablation.py", str(tmp_path / tag / name), *data, "--unit_chunk", "5",
+                "--output_dir", str(tmp_path / tag / "ablation"), e=e)
+        assert r.returncode == 0, r.stderr[-3000:]
+    for result in ("ablation/ablation.csv", "ablation/ablation.json", name):       # the score is written back too
+        assert (tmp_path / "one" / result).read_bytes() == (tmp_path / "two" / result).read_bytes(), result
+
+
+def test_interpscore_trials_two_ranks_equal_one_process(tmp_path):
+    e = env(tmp_path)
+    args = ["interpretability_score.py", "--block", "block_3", "--images", "14", "--batch_size", "4",
+            "--neurons", "0,1,2,5,7", "--extract"]
+    for name, run in (("one", one), ("two", two)):
+        (tmp_path / name).mkdir()
+        r = run(*args, str(tmp_path / name / "data.csv"), e=e)
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (pd.read_csv(tmp_path / n / "data.csv") for n in ("one", "two"))
+    assert len(a) == 14 * 4 + 5 * 3                           # 14 images at 4 levels, 3 DeepDreams per neuron
+    a["image_filename"] = a["image_filename"].str.replace(str(tmp_path / "one"), "")
+    b["image_filename"] = b["image_filename"].str.replace(str(tmp_path / "two"), "")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    dreams = sorted(p.name for p in (tmp_path / "one" / "data_deepdream").iterdir())
+    assert len(dreams) == 15
+    for name in dreams:
+        assert (tmp_path / "one" / "data_deepdream" / name).read_bytes() == \
+            (tmp_path / "two" / "data_deepdream" / name).read_bytes()
+
+
+# --- the merges, in process --------------------------------------------------------------------
+def test_moments_merged_from_parts_in_any_order_equal_one_stream():
+    """Per-batch sums added in batch order: two ranks' parts, merged either way round, give one
+    stream's statistics bit for bit (the shift is batch 0's on both)."""
+    from disentangle.neurons.statistics import ChannelMoments, ImageMeanMoments
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(5, 4, 3, 3, generator=g) * 3 + 1 for _ in range(7)]
+    for kind in (ChannelMoments, ImageMeanMoments):
+        whole = kind()
+        for a in batches:
+            whole.update(a)
+        ranks = [kind(), kind()]
+        for r in ranks:
+            r.shift = whole.shift
+        for b, a in enumerate(batches):
+            ranks[b % 2].update(a, b)
+        for first, second in ((0, 1), (1, 0)):
+            merged = kind()
+            merged.shift = whole.shift
+            merged.merge(ranks[first].parts)
+            merged.merge(ranks[second].parts)
+            for key, value in whole.result().items():
+                np.testing.assert_array_equal(merged.result()[key], value, err_msg=key)
+
+
+def test_quantile_streams_merged_equal_one_stream_with_ties_to_the_lower_image():
+    """Exact top-k merge: the thresholds of two half-streams merged equal numpy.quantile of all
+    values, and tied peaks pick the lower image index whichever half comes first."""
+    from disentangle.dissection.netdissect import TopQuantile
+    g = torch.Generator().manual_seed(1)
+    acts = torch.randn(12, 3, 4, 4, generator=g)
+    acts[2] += 5
+    acts[7] = acts[2]                                          # images 2 and 7: the tied top peaks of every unit
+    idx = torch.arange(12)
+    halves = []
+    for part in (slice(0, 12, 2), slice(1, 12, 2)):
+        q = TopQuantile(12 * 16, 0.05, top_images=3)
+        for s in range(0, 6, 2):
+            q.update(acts[part][s:s + 2], idx[part][s:s + 2])
+        halves.append(q)
+    expected = np.quantile(acts.transpose(0, 1).reshape(3, -1).numpy(), 0.95, axis=1)
+    for first, second in ((0, 1), (1, 0)):
+        merged = TopQuantile(12 * 16, 0.05, top_images=3)
+        merged.merge(halves[first])
+        merged.merge(halves[second])
+        np.testing.assert_allclose(merged.thresholds().numpy(), expected, rtol=1e-6)
+        peaks = acts.amax((2, 3)).T                            # (U, N)
+        for u in range(3):
+            order = sorted(range(12), key=lambda i: (-float(peaks[u, i]), i))[:3]
+            assert merged.image_idx[u].tolist() == order and order[:2] == [2, 7]

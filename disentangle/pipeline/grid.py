@@ -115,8 +115,8 @@ def describe(steps: list[Step], cfg: GridConfig) -> str:
 def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = print) -> Path:
     """Run the plan, one stage call per step; returns the summary table's path. The grid holds the
     lock of its outputs folder, so a second grid into it stops at once. Under torchrun the
-    attribution steps (baseline, blocked runs and controls) are sharded by batch over the ranks;
-    the others, cheap next to them, run on rank 0 while the rest wait."""
+    baseline, the neuron statistics, the blocked runs and the controls are sharded by batch over
+    the ranks; the others, cheap next to them, run on rank 0 while the rest wait."""
     root = Path(cfg.outputs)
     distributed.group(cfg.runtime.torch_device())
     distributed.decide(lambda: artifacts.hold(root))
@@ -155,7 +155,7 @@ def execute(steps: list[Step], cfg: GridConfig, log: Callable[[str], None] = pri
         return ""
 
     for i, step in enumerate(steps, 1):
-        sharded = step.kind == "baseline" or step.kind.startswith("blocked:")
+        sharded = step.kind in ("baseline", "stats") or step.kind.startswith("blocked:")
         # A step rank 0 runs alone: its error, if any, stops every rank at once.
         done = run(step) if sharded else distributed.decide(lambda: run(step))
         log(f"[{i}/{len(steps)}] {step.label()}{done}")
