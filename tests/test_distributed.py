@@ -84,6 +84,38 @@ def test_grid_two_ranks_equal_one_process(tmp_path, folder):
         (tmp_path / "two" / "mask_grid_summary.csv").read_bytes()
 
 
+def test_an_interrupted_two_rank_run_resumes_to_one_process_numbers(tmp_path, folder):
+    """2 ranks killed mid-run keep their finished batches; a rerun with 2 ranks computes only the
+    rest, and the results equal one process's."""
+    e = env(tmp_path)
+    args = ["baseline_eval.py", "--data", str(folder), "--images", "20", "--ig-steps", "24", "--batch-size", "2"]
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            *args, "--output_dir", str(tmp_path / "two")], cwd=ROOT, env=e,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = tmp_path / "two" / "parts"
+    try:
+        for _ in range(600):
+            if parts.is_dir() and len(list(parts.iterdir())) >= 3:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert 3 <= len(list(parts.glob("batch_*.npz"))) < 10 and not (tmp_path / "two" / "per_image.csv").exists()
+    # The finished batches' attribution files (<method>_<position>.npy, 2 images a batch), which a
+    # resumed run must not write again.
+    done = {int(p.stem.split("_")[1]) for p in parts.glob("batch_*.npz")}
+    maps = tmp_path / "two" / "attributions"
+    kept = {p.name: p.stat().st_mtime_ns for p in maps.glob("*.npy") if int(p.stem.split("_")[-1]) // 2 in done}
+    b = two(*args, "--output_dir", str(tmp_path / "two"), e=e)
+    a = one(*args, "--output_dir", str(tmp_path / "one"), e=e)
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr + b.stderr)[-3000:]
+    assert len(kept) >= 6 and all((maps / n).stat().st_mtime_ns == t for n, t in kept.items())
+    assert len(list(maps.glob("*.npy"))) == 40
+    for name in ("per_image.csv", "metrics.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 def _rank_pid(parent: int, rank: str) -> int | None:
     """The process torchrun started as ``rank`` (found by its environment)."""
     for pid in os.listdir("/proc"):
