@@ -212,8 +212,7 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
             if p not in quant:
                 quant[p] = TopQuantile(len(images) * a.shape[2] * a.shape[3], quantile, top_images)
             quant[p].update(a, idx)
-    quant = _merged(quant, device)
-    thresholds = {p: q.thresholds() for p, q in quant.items()}
+    thresholds, top = _thresholds(quant, device)
     probe = images.source
     tallies = {p: MaskIoU(thresholds[p], len(probe.concepts), len(probe.categories)) for p in paths}
     for acts, _, idx in layer_batches(model, paths, make_loader(), device, "dissection: IoU tally"):
@@ -222,7 +221,7 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
             tallies[p].update(a, labels)
     out = {p: {"thresholds": thresholds[p].cpu().numpy(), "intersection": t.tally.intersection.cpu().numpy(),
                "label_pixels": t.tally.label_pixels.cpu().numpy(), "unit_pixels": t.tally.unit_pixels.cpu().numpy(),
-               "top_images": quant[p].image_idx.cpu().numpy()}
+               "top_images": top[p].cpu().numpy()}
            for p, t in tallies.items()}
     # The tallies are counts (whole numbers in float64): their sum over ranks is exact in any order.
     parts = distributed.everyone(out)
@@ -232,19 +231,23 @@ def dissect_layers(model: torch.nn.Module, paths: list[str], images: Images, mak
     return out
 
 
-def _merged(quant: dict[str, TopQuantile], device: torch.device) -> dict[str, TopQuantile]:
-    """Under torchrun, every rank's quantile streams merged (in rank order) on every rank."""
-    if not distributed.is_initialized():
-        return quant
-    parts = distributed.everyone({p: q.to("cpu") for p, q in quant.items()})
-    merged: dict[str, TopQuantile] = {}
-    for part in parts:
-        for p, q in part.items():
-            if p in merged:
-                merged[p].merge(q)
-            else:
-                merged[p] = q
-    return {p: q.to(device) for p, q in merged.items()}
+def _thresholds(quant: dict[str, TopQuantile], device: torch.device
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per layer the units' thresholds ``(U,)`` and top images ``(U, top_images)``: under torchrun
+    every rank's streams merged on rank 0 (in rank order) and the results sent to every rank."""
+    if distributed.is_initialized():
+        parts = distributed.gather({p: q.to("cpu") for p, q in quant.items()})
+        merged: dict[str, TopQuantile] = {}
+        for part in parts or []:
+            for p, q in part.items():
+                if p in merged:
+                    merged[p].merge(q)
+                else:
+                    merged[p] = q
+        result = distributed.broadcast({p: (q.thresholds(), q.image_idx) for p, q in merged.items()}
+                                       if parts is not None else None)
+        return ({p: t.to(device) for p, (t, _) in result.items()}, {p: i for p, (_, i) in result.items()})
+    return {p: q.thresholds() for p, q in quant.items()}, {p: q.image_idx for p, q in quant.items()}
 
 
 POOLS = ("avg", "max")
