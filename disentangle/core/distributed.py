@@ -157,24 +157,19 @@ def over_batches(rank: Rank, n: int, batch_size: int, fn: Callable[[int, int], A
     return [merged[s] for s in starts]
 
 
-def join_rows(rank: Rank, n: int, batch_size: int, mine: np.ndarray | dict[str, np.ndarray] | None
-              ) -> np.ndarray | dict[str, np.ndarray]:
-    """The rows of all ``n`` items, in order, on every rank, from each rank's ``mine``: the rows
-    (an array, or a dict of arrays with the same first axis) of its batches ``rank.shard(range(
-    n_batches))`` of ``batch_size``, in that order; None for a rank without batches."""
+def join_rows(rank: Rank, n: int, batch_size: int, mine: np.ndarray | None) -> np.ndarray:
+    """The rows of all ``n`` items, in order, on every rank, from each rank's ``mine``: the rows of
+    its batches ``rank.shard(range(n_batches))`` of ``batch_size``, in that order (None for a rank
+    without batches)."""
     if rank.world == 1:
         return mine
     starts = rank.shard(range(0, n, batch_size))
-    parts: dict[int, dict] = {}
+    parts = {}
     if mine is not None:
-        arrays = mine if isinstance(mine, dict) else {"": mine}
         cuts = np.cumsum([min(batch_size, n - s) for s in starts])[:-1]
-        pieces = {k: np.split(np.asarray(v), cuts) for k, v in arrays.items()}
-        parts = {s: {k: pieces[k][j] for k in arrays} for j, s in enumerate(starts)}
-    merged = {s: part for every in everyone(parts) for s, part in every.items()}
-    order = sorted(merged)
-    joined = {k: np.concatenate([merged[s][k] for s in order]) for k in merged[order[0]]}
-    return joined[""] if set(joined) == {""} else joined
+        parts = dict(zip(starts, np.split(np.asarray(mine), cuts)))
+    merged = {s: rows for every in everyone(parts) for s, rows in every.items()}
+    return np.concatenate([merged[s] for s in sorted(merged)])
 
 
 def decide(choose: Callable[[], Any]) -> Any:

@@ -58,11 +58,11 @@ class Session:
         images = self.images if indices is None else Images(self.images.source, np.asarray(indices))
         return images.loader(transform or self.transform(), size, self.workers, self.device, batches)
 
-    def per_image(self, compute: Callable[[DataLoader], np.ndarray | dict[str, np.ndarray]],
-                  batch_size: int | None = None, transform=None) -> np.ndarray | dict[str, np.ndarray]:
-        """``compute(loader)`` (rows, or a dict of rows, one per image of the loader in order) of
-        every image, on every rank: under torchrun each rank computes its batches (every N-th)
-        and the rows are exchanged and joined in image order."""
+    def per_image(self, compute: Callable[[DataLoader], np.ndarray], batch_size: int | None = None,
+                  transform=None) -> np.ndarray:
+        """``compute(loader)`` (one row per image of the loader, in order) of every image, on every
+        rank: under torchrun each rank computes its batches (every N-th) and the rows are
+        exchanged and joined in image order."""
         size = self.runtime.images_per_batch(self.device) if batch_size is None else batch_size
         rank = distributed.group(self.device)
         batches = rank.shard(range(self.images.n_batches(size)))
