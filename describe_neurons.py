@@ -20,7 +20,6 @@ from disentangle.core.clip import DEFAULT_WEIGHTS, OPENAI_NAMES
 from disentangle.core.models import MODELS
 from disentangle.data.images import BRODEN_ROOT, PROBES, probe_images
 from disentangle.dissection import clip_dissect, netdissect
-from disentangle.io import artifacts
 from disentangle.io.schema import SUMMARY_LAYERS
 from disentangle.pipeline.dissect import DissectConfig, run_dissection
 from disentangle.pipeline.session import setup
@@ -73,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     session = setup(args.model, args.weights, images=images, runtime=cli.runtime(args), seed=args.seed)
     out = Path(args.output_dir) / f"{args.model}_{datetime.datetime.now().strftime('%y_%m_%d_%H_%M')}"
     cache = None if args.activation_dir == "none" else args.activation_dir
-    outcome = run_dissection(session, args.blocks, cfg, out, cache)
-    artifacts.write_json(out / "args.txt", {**vars(args), "concept_set": concept_set, "blocks": list(args.blocks)})
+    outcome = run_dissection(session, args.blocks, cfg, out, cache,
+                             flags={**vars(args), "concept_set": concept_set, "blocks": list(args.blocks)})
     for layer, s in outcome.result[SUMMARY_LAYERS].items():
         print(f"{layer:>10}: {s['units']} units, {s['unique_concepts']} unique concepts")
     return cli.artifacts_in(outcome.folder)

@@ -234,8 +234,9 @@ def test_clip_dissect_two_ranks_equal_one_process(tmp_path, tiny_clip):
     both(tmp_path, "describe_neurons.py", "--clip_model", tiny_clip, "--clip_weights", "random", "--target_model",
          "tiny_densenet", "--target_layers", "block_4", "--d_probe", "concepts", "--probe_images", "22",
          "--batch_size", "4", "--activation_dir", "none", flag="--result_dir")
-    (a,), (b,) = ((tmp_path / n).iterdir() for n in ("one", "two"))
+    (a,), (b,) = ((tmp_path / n).iterdir() for n in ("one", "two"))          # one run folder: rank 0's
     assert (a / "descriptions.csv").read_bytes() == (b / "descriptions.csv").read_bytes()
+    assert json.loads((b / "args.txt").read_text())["blocks"] == ["block_4"]
 
 
 def test_linear_explanations_and_ablation_two_ranks_equal_one_process(tmp_path):

@@ -190,12 +190,14 @@ def draw_strips(session: Session, paths: dict[str, str], frame: pd.DataFrame, ex
 
 
 def run_dissection(session: Session, layers: Sequence[str] | None, cfg: DissectConfig, out: str | Path,
-                   activation_dir: str | Path | None = None, overwrite: bool = False) -> Outcome:
+                   activation_dir: str | Path | None = None, overwrite: bool = False,
+                   flags: dict | None = None) -> Outcome:
     """Label every unit of ``layers`` (block names or module paths; none: every block) on the
     session's probe images, into ``out``: descriptions.csv, summary.json, units_per_concept.png,
     category_shares.png, strips_<layer>.png and manifest.json. Every input is checked before
     anything is written; a folder already holding this dissection is left as it is. ``result``: the
-    summary (``report.summarize``); ``activation_dir`` None caches nothing."""
+    summary (``report.summarize``); ``activation_dir`` None caches nothing; ``flags`` are written as
+    ``args.txt`` (JSON), as CLIP-Dissect records its command line."""
     out, probe = Path(out), session.images.source
     if cfg.method == "netdissect" and not probe.pixel_labels:
         probe.labels(np.zeros(0))   # raises the one-line error naming the fix
@@ -237,6 +239,8 @@ def run_dissection(session: Session, layers: Sequence[str] | None, cfg: DissectC
     figures.units_per_concept_figure(frame, out / "units_per_concept.png", title, cfg.min_units)
     figures.category_shares_figure({title: summary}, out / "category_shares.png")
     draw_strips(session, paths, frame, extra, cfg, out)
+    if flags is not None:
+        artifacts.write_json(out / "args.txt", flags)
     artifacts.write_json(out / artifacts.MANIFEST, {**manifest, "complete": True})
     return Outcome(out, False, summary)
 
