@@ -90,21 +90,23 @@ def decompose(clusters: Clusters, method: str, runtime: Runtime, out: str | Path
                                        f"{clusters.block} split into k={clusters.k} clusters")
         collected[b] = orig
     parts = distributed.gather(collected)
-    if parts is None:
-        return distributed.broadcast(None)
-    collected = {b: part for every in parts for b, part in every.items()}
-    stats = {k: np.concatenate([collected[b][k] for b in sorted(collected)], axis=-1)
-             for k in collected[0]}                                                   # (k, N) and (N,)
-    aggregate = {k: {str(c): {"mean": float(row.mean()), "std": float(row.std())} for c, row in enumerate(stats[k])}
-                 for k in ORIGINAL_PER_IMAGE}
-    for key, name in (("reconstruction_error", "reconstruction_errors"), ("cluster_independence",) * 2):
-        aggregate[name] = {"mean": float(stats[key].mean()), "std": float(stats[key].std())}
-    aggregate.update(images=positions.tolist(), block=clusters.block, k=clusters.k, method=method,
-                     cluster_sizes=sizes.tolist(), stats_dir=str(clusters.folder))
-    if num_images > 1:
-        plots.decomposition_bars(stats["cluster_percentages"].mean(1), stats["cluster_percentages"].std(1), sizes,
-                                 out / f"aggregate_{method}.png",
-                                 f"{method}: each cluster's share per image, {clusters.block} ({num_images} images)")
-    path = out / f"aggregate_stats_{method}.json"
-    artifacts.write_json(path, aggregate)
-    return distributed.broadcast((path, aggregate))
+
+    def finish() -> tuple[Path, dict]:     # rank 0 joins the images' numbers and writes the aggregate
+        joined = {b: part for every in parts for b, part in every.items()}
+        stats = {k: np.concatenate([joined[b][k] for b in sorted(joined)], axis=-1)
+                 for k in joined[0]}                                                      # (k, N) and (N,)
+        aggregate = {k: {str(c): {"mean": float(row.mean()), "std": float(row.std())}
+                         for c, row in enumerate(stats[k])} for k in ORIGINAL_PER_IMAGE}
+        for key, name in (("reconstruction_error", "reconstruction_errors"), ("cluster_independence",) * 2):
+            aggregate[name] = {"mean": float(stats[key].mean()), "std": float(stats[key].std())}
+        aggregate.update(images=positions.tolist(), block=clusters.block, k=clusters.k, method=method,
+                         cluster_sizes=sizes.tolist(), stats_dir=str(clusters.folder))
+        if num_images > 1:
+            shares = stats["cluster_percentages"]
+            plots.decomposition_bars(shares.mean(1), shares.std(1), sizes, out / f"aggregate_{method}.png",
+                                     f"{method}: each cluster's share per image, {clusters.block} "
+                                     f"({num_images} images)")
+        path = out / f"aggregate_stats_{method}.json"
+        artifacts.write_json(path, aggregate)
+        return path, aggregate
+    return distributed.decide(finish)
