@@ -237,15 +237,14 @@ def _thresholds(quant: dict[str, TopQuantile], device: torch.device
     every rank's streams merged on rank 0 (in rank order) and the results sent to every rank."""
     if distributed.is_initialized():
         parts = distributed.gather({p: q.to("cpu") for p, q in quant.items()})
-        merged: dict[str, TopQuantile] = {}
-        for part in parts or []:
-            for p, q in part.items():
-                if p in merged:
+        result = None
+        if parts is not None:              # rank 0, which holds batch 0 and so every layer
+            merged = parts[0]
+            for part in parts[1:]:
+                for p, q in part.items():
                     merged[p].merge(q)
-                else:
-                    merged[p] = q
-        result = distributed.broadcast({p: (q.thresholds(), q.image_idx) for p, q in merged.items()}
-                                       if parts is not None else None)
+            result = {p: (q.thresholds(), q.image_idx) for p, q in merged.items()}
+        result = distributed.broadcast(result)
         return ({p: t.to(device) for p, (t, _) in result.items()}, {p: i for p, (_, i) in result.items()})
     return {p: q.thresholds() for p, q in quant.items()}, {p: q.image_idx for p, q in quant.items()}
 

@@ -159,12 +159,13 @@ def dream_trials(model: torch.nn.Module, layer: str, classifier: str, neurons: l
     # (the other ranks get None).
     rank = distributed.group(device)
     items = [(kind, i) for kind in INITS for i in range(0, len(neurons), chunk)]
+    mine = rank.shard(items)
+    starts = {kind: start_image(kind, size, seed) for kind in dict.fromkeys(kind for kind, _ in mine)}
     made = {}
-    for kind, i in rank.shard(items):
+    for kind, i in mine:
         batch = neurons[i:i + chunk]
-        start = start_image(kind, size, seed)
         made[kind, i] = [(n, _jpeg(img)) for n, img in
-                         zip(batch, dream(model, layer, batch, start, normalise, device, steps, seed=seed))]
+                         zip(batch, dream(model, layer, batch, starts[kind], normalise, device, steps, seed=seed))]
     parts = distributed.gather(made)
     if parts is None:
         return None

@@ -57,7 +57,7 @@ def run_baseline(session: Session, cfg: EvalConfig, out: str | Path, overwrite: 
     open_mask = channel_mask([], layer_width(session.model, block, session.example()))
     # Under torchrun each rank takes every N-th batch; the parts are named by batch, so the
     # results are those of one process.
-    batches = rank.shard(range(session.images.n_batches(auto.start)))
+    batches = session.shard(auto.start)
     evaluation.run(session.model, session.loader(auto.start, batches=batches), cfg, block, [(out, open_mask)],
                    session.device, ig_internal_batch=session.runtime.ig_batch, desc=f"baseline {session.spec.name}",
                    attribution_format=attribution_format, auto=auto, stem=session.spec.stem,

@@ -81,7 +81,7 @@ def run_neuron_stats(session: Session, block: str, k: int, n_init: int, out: str
     def start() -> tuple[str, Path | None]:
         state = artifacts.open_output(out, manifest, overwrite)
         return state, None if state == "complete" else reusable_stats(out, manifest["config"])
-    rank = distributed.group(session.device)
+    distributed.group(session.device)                 # the ranks join before rank 0 decides for them
     state, source = distributed.decide(start)          # under torchrun rank 0 opens the folder
     if state == "complete":
         z = artifacts.read_npz(out / "cluster_results.npz", ("labels",), "cluster")
@@ -93,7 +93,7 @@ def run_neuron_stats(session: Session, block: str, k: int, n_init: int, out: str
     else:
         # Under torchrun each rank takes every N-th batch; rank 0 joins the sums and clusters.
         size = session.runtime.batch_size
-        mine = rank.shard(range(session.images.n_batches(size)))
+        mine = session.shard(size)
         stats = statistics.collect_stats(session.model, path, session.loader(size, batches=mine), session.device,
                                          f"{block} activations", features, mine)
     result = distributed.decide(lambda: _cluster_and_write(out, manifest, block, stats, names, k, session.seed,

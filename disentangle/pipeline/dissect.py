@@ -111,8 +111,7 @@ def mask_iou_labels(session: Session, paths: dict[str, str], cfg: DissectConfig,
     missing = [name for name, res in results.items() if res is None]
     if missing:
         # Under torchrun each rank passes over its batches; the quantiles and tallies are merged exactly.
-        rank = distributed.group(session.device)
-        mine = rank.shard(range(session.images.n_batches(session.runtime.images_per_batch(session.device))))
+        mine = session.shard(session.runtime.images_per_batch(session.device))
         fresh = netdissect.dissect_layers(session.model, [paths[n] for n in missing], session.images,
                                           lambda: session.loader(batches=mine), session.device, cfg.quantile,
                                           cfg.top_images)

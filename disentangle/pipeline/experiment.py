@@ -133,7 +133,7 @@ def run_cells(ctx: Context, block: str, cells: list[Cell], n_channels: int, mode
         label = (f"{block}: {len(group)} masks, one pass" if mode == "detach"
                  else f"{group[0].stage} {group[0].out.name}")
         targets = predicted if group[0].target == "pred" else ctx.baseline.targets
-        batches = rank.shard(range(s.images.n_batches(auto.start)))
+        batches = s.shard(auto.start)
         evaluation.run(s.model, s.loader(auto.start, batches=batches), ctx.cfg, path, cells_masks, s.device,
                        targets, s.runtime.ig_batch, desc=label, attribution_format=settings.attribution_format,
                        auto=auto, stem=s.spec.stem, plain=s.runtime.plain, fwd_hooks=hooks, batches=batches)

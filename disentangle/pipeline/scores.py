@@ -64,9 +64,8 @@ def extract_trials_file(session: Session, cfg: ExtractConfig, out: str | Path) -
     names = [c.split("_", 1)[1] if c[:2].isdigit() else c for c in session.images.source.classes]
     # Under torchrun each rank takes every N-th batch of images (each batch's noise has its own
     # seed) and every N-th chunk of DeepDreams; rank 0 joins the trials and writes.
-    rank = distributed.group(session.device)
     size = session.runtime.images_per_batch(session.device)
-    mine = rank.shard(range(session.images.n_batches(size)))
+    mine = session.shard(size)
     parts = distributed.gather(extract_trials(session.model, session.loader(size, batches=mine), layer,
                                               session.spec.classifier, names, neurons, cfg.levels, session.device,
                                               session.seed, mine))

@@ -65,9 +65,14 @@ class Session:
         exchanged and joined in image order."""
         size = self.runtime.images_per_batch(self.device) if batch_size is None else batch_size
         rank = distributed.group(self.device)
-        batches = rank.shard(range(self.images.n_batches(size)))
+        batches = self.shard(size)
         mine = compute(self.loader(size, transform, batches=batches)) if batches or rank.world == 1 else None
         return distributed.join_rows(rank, len(self.images), size, mine)
+
+    def shard(self, batch_size: int) -> list[int]:
+        """This rank's batch numbers (every N-th) of the images in batches of ``batch_size``; all of
+        them in one process."""
+        return distributed.group(self.device).shard(range(self.images.n_batches(batch_size)))
 
     def example(self) -> torch.Tensor:
         """The first image as the model's input ``(1, 3, S, S)`` on the device."""
